@@ -1,0 +1,5 @@
+import sys
+
+from cap.cli import main
+
+sys.exit(main())

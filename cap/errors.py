@@ -1,0 +1,43 @@
+"""One exception family. Every message says what was wrong and what to do about it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class CapError(Exception):
+    """Base class of every error the companion raises on purpose."""
+
+
+class UnknownNameError(CapError, KeyError):
+    """A preset, dataset or option name that is not one of the valid choices."""
+
+    def __init__(self, kind: str, name: object, choices: Iterable[str]):
+        self.kind, self.name, self.choices = kind, name, sorted(choices)
+        super().__init__(f"unknown {kind} {name!r}; valid choices: {', '.join(self.choices)}")
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the whole message
+        return self.args[0]
+
+
+class ParameterError(CapError, ValueError):
+    """A parameter of the wrong type or out of its valid range."""
+
+
+def check_int(name: str, value: object, minimum: int | None = None) -> int:
+    """Return ``value`` if it is an int (not a bool) at least ``minimum``; raise ParameterError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ParameterError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if minimum is not None and value < minimum:
+        raise ParameterError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_float(name: str, value: object, low: float | None = None, high: float | None = None) -> float:
+    """Return ``value`` as float if it is a real number within [low, high]; raise ParameterError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ParameterError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ParameterError(f"{name} must lie in [{low}, {high}], got {value}")
+    return value

@@ -1,0 +1,89 @@
+"""Accuracy and pseudolabel-balance metrics, defined once for the library and the book."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cap.errors import ParameterError
+
+
+def _as_counts(counts) -> np.ndarray:
+    counts = np.asarray(counts, dtype=float)
+    if counts.ndim != 1 or counts.size == 0 or (counts < 0).any():
+        raise ParameterError(f"counts must be a non-empty 1-D array of non-negative numbers, got {counts!r}")
+    return counts
+
+
+def class_counts(labels, n_classes: int) -> np.ndarray:
+    """How often each class index occurs in ``labels``."""
+    return np.bincount(np.asarray(labels, dtype=int), minlength=n_classes)[:n_classes]
+
+
+def per_class_accuracy(pred, labels, n_classes: int) -> np.ndarray:
+    """Recall of each class in percent; NaN for a class with no samples."""
+    pred, labels = np.asarray(pred), np.asarray(labels)
+    hits = np.bincount(labels[pred == labels], minlength=n_classes).astype(float)
+    totals = class_counts(labels, n_classes).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(totals > 0, 100 * hits / totals, np.nan)
+
+
+def imbalance_ratio(counts) -> float:
+    """max / min of the predicted-class counts. A never-predicted class counts as predicted once,
+    so the ratio stays finite (it then equals the largest count)."""
+    counts = _as_counts(counts)
+    return float(counts.max() / max(counts.min(), 1.0))
+
+
+def normalized_entropy(counts) -> float:
+    """Entropy of the predicted-class distribution divided by log C: 1 = perfectly balanced,
+    0 = everything predicted as one class."""
+    counts = _as_counts(counts)
+    if counts.size == 1 or counts.sum() == 0:
+        return 0.0
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum() / np.log(counts.size))
+
+
+def under_predicted_share(pred_counts, true_counts, factor: float = 0.5) -> float:
+    """Share of classes (among those that occur) predicted fewer than ``factor`` times as often as they occur."""
+    pred_counts, true_counts = _as_counts(pred_counts), _as_counts(true_counts)
+    if pred_counts.shape != true_counts.shape:
+        raise ParameterError(f"pred_counts {pred_counts.shape} and true_counts {true_counts.shape} differ in shape")
+    present = true_counts > 0
+    if not present.any():
+        raise ParameterError("true_counts has no class that occurs")
+    return float((pred_counts[present] < factor * true_counts[present]).mean())
+
+
+def balance_metrics(pred, labels, n_classes: int) -> dict[str, float]:
+    """The three balance numbers the book reports for a set of predictions (pseudolabels)."""
+    predicted, true = class_counts(pred, n_classes), class_counts(labels, n_classes)
+    return {
+        "imbalance_ratio": imbalance_ratio(predicted),
+        "normalized_entropy": normalized_entropy(predicted),
+        "under_predicted_share": under_predicted_share(predicted, true),
+    }
+
+
+def harmonic_mean(seen: float, unseen: float) -> float:
+    """2·seen·unseen / (seen + unseen), the TRZSL metric; 0 when both are 0."""
+    if seen < 0 or unseen < 0:
+        raise ParameterError(f"accuracies must be non-negative, got seen={seen}, unseen={unseen}")
+    return 0.0 if seen + unseen == 0 else 2 * seen * unseen / (seen + unseen)
+
+
+def dominant_cluster(clusters, labels, cls: int) -> tuple[int, float, float]:
+    """The cluster holding most images of class ``cls``: (cluster id, purity, coverage).
+
+    purity = share of that cluster's images that belong to ``cls``;
+    coverage = share of the class's images that fall in that cluster.
+    """
+    clusters, labels = np.asarray(clusters), np.asarray(labels)
+    members = clusters[labels == cls]
+    if members.size == 0:
+        raise ParameterError(f"class {cls} has no images")
+    ids, counts = np.unique(members, return_counts=True)
+    best = int(ids[counts.argmax()])
+    in_best = clusters == best
+    return best, float((labels[in_best] == cls).mean()), float(counts.max() / members.size)

@@ -1,0 +1,122 @@
+"""Run a jupytext notebook with papermill: check its parameters, execute, write atomically.
+
+Notebooks in ``notebooks/`` are MyST-markdown (jupytext) files with a cell tagged ``parameters``
+whose assignments carry type annotations (``seed: int = 0``). Markdown cells may use
+``{{ name }}`` placeholders, filled from the parameters after execution (plus ``preset_title``,
+the display name of a ``preset`` parameter), so each executed page gets its own title.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from cap.errors import CapError, ParameterError
+
+log = logging.getLogger(__name__)
+
+_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "list": list, "dict": dict, "None": type(None)}
+
+
+class NotebookError(CapError):
+    """A notebook that could not be run: bad parameters or an error inside it."""
+
+
+def declared_parameters(notebook) -> dict[str, dict]:
+    """The parameters cell of ``notebook``: name -> {type, default}."""
+    from papermill.inspection import _infer_parameters
+
+    found = _infer_parameters(notebook)
+    return {p.name: {"type": p.inferred_type_name, "default": p.default} for p in found}
+
+
+def check_parameters(declared: dict[str, dict], given: dict) -> None:
+    """Raise ParameterError for an unknown parameter or a value of the wrong type."""
+    for name, value in given.items():
+        if name not in declared:
+            raise ParameterError(f"unknown notebook parameter {name!r}; valid: {', '.join(sorted(declared))}")
+        type_name = declared[name]["type"]
+        allowed = [t.strip() for t in type_name.split("|")]
+        if any(t not in _TYPES for t in allowed):
+            continue  # a type we do not check (declared without a simple annotation)
+        ok = any(isinstance(value, _TYPES[t]) and not (t in ("int", "float") and isinstance(value, bool))
+                 for t in allowed)
+        if not ok:
+            raise ParameterError(
+                f"notebook parameter {name!r} must be {type_name}, got {type(value).__name__} {value!r}"
+            )
+
+
+def _literal(source: str):
+    """The value of a default as written in the parameters cell (its source text if not a literal)."""
+    try:
+        return ast.literal_eval(source)
+    except (ValueError, SyntaxError):
+        return source
+
+
+def _fill_placeholders(notebook, context: dict) -> None:
+    def fill(match: re.Match) -> str:
+        key = match.group(1)
+        if key not in context:
+            raise NotebookError(f"placeholder {{{{ {key} }}}} has no value; known: {', '.join(sorted(context))}")
+        return str(context[key])
+
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown":
+            cell.source = re.sub(r"\{\{\s*(\w+)\s*\}\}", fill, cell.source)
+
+
+def run_notebook(source: str | Path, output: str | Path, parameters: dict | None = None) -> Path:
+    """Execute ``source`` (a jupytext .md or an .ipynb) with ``parameters`` into ``output``.
+
+    The output appears only when the run succeeded; a failed run leaves
+    ``<output stem>.failed.ipynb`` beside it for inspection and raises NotebookError.
+    """
+    import jupytext
+    import nbformat
+    import papermill
+
+    source, output = Path(source), Path(output)
+    if not source.is_file():
+        raise NotebookError(f"notebook {source} does not exist")
+    parameters = dict(parameters or {})
+    notebook = jupytext.read(source)
+    for cell in notebook.cells:  # papermill expects every cell to carry a tags list
+        cell.metadata.setdefault("tags", [])
+    declared = declared_parameters(notebook)
+    check_parameters(declared, parameters)
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    failed = output.with_name(output.stem + ".failed.ipynb")
+    failed.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=".tmp-", suffix=".ipynb")
+    os.close(fd)
+    try:
+        try:
+            papermill.execute_notebook(
+                notebook, tmp, parameters=parameters, kernel_name="python3", progress_bar=False, cwd=str(Path.cwd())
+            )
+        except papermill.PapermillExecutionError as err:
+            os.replace(tmp, failed)
+            raise NotebookError(
+                f"{source} failed with parameters {parameters}: {err.ename}: {err.evalue} (executed cells: {failed})"
+            ) from None
+        executed = nbformat.read(tmp, as_version=4)
+        executed.metadata.papermill.update(input_path=str(source), output_path=str(output))
+        context = {name: _literal(spec["default"]) for name, spec in declared.items()} | parameters
+        if context.get("preset") is not None:
+            from cap.datasets import get_dataset
+
+            context["preset_title"] = get_dataset(context["preset"]).title
+        _fill_placeholders(executed, context)
+        nbformat.write(executed, tmp)
+        os.replace(tmp, output)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    log.info("wrote %s", output)
+    return output

@@ -1,0 +1,78 @@
+"""Results records: one JSON file per run, written atomically, keyed by a hash of its config."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+from cap.errors import CapError
+
+
+def _plain(value):
+    """JSON-ready copy of numpy scalars/arrays, tuples and paths inside ``value``."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def config_hash(config: dict) -> str:
+    """Short stable hash of a fully resolved config."""
+    text = json.dumps(_plain(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def environment() -> dict:
+    """Versions and hardware, stored with every record."""
+    versions = {}
+    for package in ("cap", "numpy", "torch", "open_clip_torch", "scikit-learn"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "versions": versions,
+    }
+
+
+def write_record(directory: str | Path, kind: str, config: dict, results: dict) -> Path:
+    """Write ``{kind}-{hash}.json`` into ``directory`` atomically and return its path."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    key = config_hash(config)
+    record = {"kind": kind, "key": key, "config": config, "results": results, "environment": environment()}
+    path = directory / f"{kind}-{key}.json"
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(_plain(record), handle, indent=1, allow_nan=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_records(directory: str | Path, kind: str | None = None) -> list[dict]:
+    """Every record in ``directory`` (optionally of one kind); unreadable files are an error naming them."""
+    records = []
+    for path in sorted(Path(directory).glob(f"{kind or '*'}-*.json")):
+        try:
+            records.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError) as err:
+            raise CapError(f"results record {path} cannot be read ({err}); delete it and rerun its notebook") from err
+    return records
