@@ -1,7 +1,8 @@
 """Run a jupytext notebook with papermill: check its parameters, execute, write atomically.
 
 Notebooks in ``notebooks/`` are MyST-markdown (jupytext) files with a cell tagged ``parameters``
-whose assignments carry type annotations (``seed: int = 0``). Markdown cells may use
+whose assignments carry type annotations (``seed: int = 0``;
+papermill reads ``Optional[int]`` but not ``int | None``). Markdown cells may use
 ``{{ name }}`` placeholders, filled from the parameters after execution (plus ``preset_title``,
 the display name of a ``preset`` parameter), so each executed page gets its own title.
 """
@@ -30,8 +31,20 @@ def declared_parameters(notebook) -> dict[str, dict]:
     """The parameters cell of ``notebook``: name -> {type, default}."""
     from papermill.inspection import _infer_parameters
 
+    for cell in notebook.cells:  # papermill expects every cell to carry a tags list
+        cell.metadata.setdefault("tags", [])
     found = _infer_parameters(notebook)
     return {p.name: {"type": p.inferred_type_name, "default": p.default} for p in found}
+
+
+def _type_names(annotation: str) -> list[str]:
+    """``int``, ``Optional[int]`` or ``Union[int, str]`` -> the plain type names."""
+    annotation = annotation.replace(" ", "")
+    if annotation.startswith("Optional[") and annotation.endswith("]"):
+        return [*_type_names(annotation[9:-1]), "None"]
+    if annotation.startswith("Union[") and annotation.endswith("]"):
+        return annotation[6:-1].split(",")
+    return annotation.split("|")
 
 
 def check_parameters(declared: dict[str, dict], given: dict) -> None:
@@ -40,7 +53,7 @@ def check_parameters(declared: dict[str, dict], given: dict) -> None:
         if name not in declared:
             raise ParameterError(f"unknown notebook parameter {name!r}; valid: {', '.join(sorted(declared))}")
         type_name = declared[name]["type"]
-        allowed = [t.strip() for t in type_name.split("|")]
+        allowed = _type_names(type_name)
         if any(t not in _TYPES for t in allowed):
             continue  # a type we do not check (declared without a simple annotation)
         ok = any(isinstance(value, _TYPES[t]) and not (t in ("int", "float") and isinstance(value, bool))
@@ -86,8 +99,6 @@ def run_notebook(source: str | Path, output: str | Path, parameters: dict | None
         raise NotebookError(f"notebook {source} does not exist")
     parameters = dict(parameters or {})
     notebook = jupytext.read(source)
-    for cell in notebook.cells:  # papermill expects every cell to carry a tags list
-        cell.metadata.setdefault("tags", [])
     declared = declared_parameters(notebook)
     check_parameters(declared, parameters)
 
@@ -114,6 +125,9 @@ def run_notebook(source: str | Path, output: str | Path, parameters: dict | None
 
             context["preset_title"] = get_dataset(context["preset"]).title
         _fill_placeholders(executed, context)
+        for cell in executed.cells:  # pages show their parameters themselves, not papermill's cell
+            if "injected-parameters" in cell.metadata.get("tags", []):
+                cell.metadata.tags.append("remove-cell")
         nbformat.write(executed, tmp)
         os.replace(tmp, output)
     finally:

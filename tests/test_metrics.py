@@ -1,0 +1,71 @@
+import math
+
+import numpy as np
+import pytest
+
+from cap import metrics
+from cap.errors import ParameterError
+
+
+def test_imbalance_ratio():
+    assert metrics.imbalance_ratio([4, 2, 2]) == 2.0
+    # a never-predicted class counts as predicted once
+    assert metrics.imbalance_ratio([10, 5, 0]) == 10.0
+
+
+def test_normalized_entropy_hand_values():
+    assert metrics.normalized_entropy([1, 1]) == pytest.approx(1.0)
+    assert metrics.normalized_entropy([2, 0]) == 0.0
+    # p = (1/2, 1/4, 1/4): H = 0.5 ln 2 + 0.5 ln 4 = 1.5 ln 2; divided by ln 3
+    assert metrics.normalized_entropy([2, 1, 1]) == pytest.approx(1.5 * math.log(2) / math.log(3))
+    assert metrics.normalized_entropy([0, 0, 0]) == 0.0
+
+
+def test_under_predicted_share():
+    # class 0: 1 < 0.5*4 yes; class 1: 4 < 2 no; class 2: 5 < 1 no
+    assert metrics.under_predicted_share([1, 4, 5], [4, 4, 2]) == pytest.approx(1 / 3)
+    # classes that do not occur are left out: only class 0 counts here
+    assert metrics.under_predicted_share([0, 3], [2, 0]) == 1.0
+
+
+def test_per_class_accuracy_and_counts():
+    pred = np.array([0, 0, 1, 2, 2])
+    labels = np.array([0, 1, 1, 2, 2])
+    assert metrics.class_counts(pred, 4).tolist() == [2, 1, 2, 0]
+    acc = metrics.per_class_accuracy(pred, labels, 4)
+    assert acc[:3].tolist() == [100.0, 50.0, 100.0]
+    assert math.isnan(acc[3])  # class 3 has no samples
+
+
+def test_balance_metrics_of_perfect_labels():
+    labels = np.repeat(np.arange(5), 3)
+    assert metrics.balance_metrics(labels, labels, 5) == {
+        "imbalance_ratio": 1.0, "normalized_entropy": pytest.approx(1.0), "under_predicted_share": 0.0,
+    }
+
+
+def test_harmonic_mean():
+    assert metrics.harmonic_mean(60.0, 40.0) == pytest.approx(48.0)  # 2*60*40/100
+    assert metrics.harmonic_mean(0.0, 0.0) == 0.0
+    with pytest.raises(ParameterError):
+        metrics.harmonic_mean(-1.0, 10.0)
+
+
+def test_dominant_cluster():
+    clusters = [0, 0, 1, 1, 1]
+    labels = [0, 0, 0, 1, 1]
+    cluster, purity, coverage = metrics.dominant_cluster(clusters, labels, 0)
+    assert (cluster, purity, coverage) == (0, 1.0, pytest.approx(2 / 3))
+    cluster, purity, coverage = metrics.dominant_cluster(clusters, labels, 1)
+    assert (cluster, purity, coverage) == (1, pytest.approx(2 / 3), 1.0)
+    with pytest.raises(ParameterError, match="no images"):
+        metrics.dominant_cluster(clusters, labels, 7)
+
+
+def test_bad_counts_are_errors():
+    with pytest.raises(ParameterError, match="non-negative"):
+        metrics.imbalance_ratio([3, -1])
+    with pytest.raises(ParameterError):
+        metrics.normalized_entropy([])
+    with pytest.raises(ParameterError, match="shape"):
+        metrics.under_predicted_share([1, 2], [1, 2, 3])

@@ -1,0 +1,107 @@
+"""The papermill runner: parameter checks, placeholders, atomic output, failures."""
+
+import subprocess
+import sys
+import textwrap
+
+import nbformat
+import pytest
+
+from cap.errors import ParameterError
+from cap.notebooks import NotebookError, check_parameters, run_notebook
+
+HEADER = textwrap.dedent(
+    """\
+    ---
+    jupytext:
+      text_representation:
+        extension: .md
+        format_name: myst
+    kernelspec:
+      display_name: Python 3
+      language: python
+      name: python3
+    ---
+    """
+)
+
+
+def notebook(tmp_path, body: str):
+    path = tmp_path / "nb.md"
+    path.write_text(HEADER + textwrap.dedent(body))
+    return path
+
+
+PARAMS = """
+# Page for {{ preset_title }} with seed {{ seed }}
+
+```{code-cell} ipython3
+:tags: [parameters]
+
+from typing import Optional
+
+preset: str = "eurosat"
+seed: int = 0
+scale: float = 1.0
+size: Optional[int] = None
+```
+
+```{code-cell} ipython3
+print("value", seed * 10)
+if seed < 0:
+    raise ValueError("negative seed")
+```
+"""
+
+
+def test_check_parameters():
+    declared = {"seed": {"type": "int"}, "scale": {"type": "float"}, "size": {"type": "Optional[int]"}}
+    check_parameters(declared, {"seed": 3, "scale": 2, "size": None})
+    check_parameters(declared, {"size": 5})
+    with pytest.raises(ParameterError, match=r"'size' must be Optional\[int\], got str"):
+        check_parameters(declared, {"size": "5"})
+    with pytest.raises(ParameterError, match=r"'seed' must be int, got str '3'"):
+        check_parameters(declared, {"seed": "3"})
+    with pytest.raises(ParameterError, match=r"'seed' must be int, got bool"):
+        check_parameters(declared, {"seed": True})
+    with pytest.raises(ParameterError, match=r"unknown notebook parameter 'sead'; valid: scale, seed, size"):
+        check_parameters(declared, {"sead": 1})
+
+
+def test_run_fills_parameters_and_placeholders(tmp_path):
+    out = run_notebook(notebook(tmp_path, PARAMS), tmp_path / "out" / "page.ipynb", {"preset": "dtd", "seed": 4})
+    nb = nbformat.read(out, as_version=4)
+    assert nb.cells[0].source.startswith("# Page for DTD with seed 4")
+    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "value 40" in outputs
+    assert nb.metadata.papermill.parameters == {"preset": "dtd", "seed": 4}
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.tags]
+    assert injected and "remove-cell" in injected[0].metadata.tags
+    assert not list((tmp_path / "out").glob(".tmp-*"))
+
+
+def test_wrong_type_is_refused_before_running(tmp_path):
+    with pytest.raises(ParameterError, match="must be int"):
+        run_notebook(notebook(tmp_path, PARAMS), tmp_path / "page.ipynb", {"seed": "four"})
+    assert not (tmp_path / "page.ipynb").exists()
+
+
+def test_failure_leaves_no_output_and_keeps_the_failed_notebook(tmp_path):
+    out = tmp_path / "page.ipynb"
+    out.write_text("previous good result")
+    with pytest.raises(NotebookError, match="ValueError: negative seed"):
+        run_notebook(notebook(tmp_path, PARAMS), out, {"seed": -1})
+    assert out.read_text() == "previous good result"  # nothing already computed is lost
+    assert (tmp_path / "page.failed.ipynb").exists()
+
+
+def test_missing_notebook(tmp_path):
+    with pytest.raises(NotebookError, match="does not exist"):
+        run_notebook(tmp_path / "nope.md", tmp_path / "x.ipynb")
+
+
+def test_cli_reports_errors_without_a_traceback():
+    result = subprocess.run([sys.executable, "-m", "cap", "sim", "imagenet"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: unknown simulator preset 'imagenet'; valid choices:")
+    assert "Traceback" not in result.stderr

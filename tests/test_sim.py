@@ -1,0 +1,102 @@
+"""The concept simulator: determinism, calibration, planted ground truth, bad input."""
+
+import numpy as np
+import pytest
+
+from cap import metrics
+from cap.datasets import dataset_names, reference_number
+from cap.errors import ParameterError, UnknownNameError
+from cap.sim import make_problem, preset_config
+
+
+@pytest.fixture(scope="module")
+def problems():
+    return {name: make_problem(name, seed=0) for name in dataset_names()}
+
+
+def test_same_seed_same_arrays_other_seed_other_arrays():
+    a, b = make_problem("eurosat", seed=3, n_train_per_class=30, n_test_per_class=10), make_problem(
+        "eurosat", seed=3, n_train_per_class=30, n_test_per_class=10)
+    for field in ("train_features", "train_labels", "test_features", "text_features", "descriptions"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    assert a.confusion_pairs == b.confusion_pairs
+    c = make_problem("eurosat", seed=4, n_train_per_class=30, n_test_per_class=10)
+    assert not np.array_equal(a.train_features, c.train_features)
+
+
+def test_shapes_norms_and_sizes(problems):
+    for name, p in problems.items():
+        C, d = p.n_classes, p.config.dim
+        assert p.train_features.shape == (C * p.config.n_train_per_class, d)
+        assert p.test_features.shape == (C * p.config.n_test_per_class, d)
+        assert p.text_features.shape == (C, d) and p.descriptions.shape == (C, 5, d)
+        assert p.train_features.dtype == np.float32
+        for x in (p.train_features, p.test_features, p.text_features, p.descriptions.reshape(-1, d)):
+            np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
+
+
+def test_zero_shot_within_three_points_of_clip(problems):
+    for name, p in problems.items():
+        target = reference_number("zero_shot", "ul", name).value
+        assert abs(p.zero_shot_accuracy("test") - target) <= 3.0, (name, p.zero_shot_accuracy("test"), target)
+
+
+def test_planted_mismatch_is_rarely_predicted(problems):
+    expected = {"flowers102": 7, "resisc45": 2, "dtd": 4, "eurosat": 0, "cub": 5, "fgvc_aircraft": 2}
+    for name, p in problems.items():
+        assert len(p.mismatched) == expected[name]
+        predicted = metrics.class_counts(p.zero_shot_predictions("train"), p.n_classes)
+        true = metrics.class_counts(p.train_labels, p.n_classes)
+        # a mismatched class gets under a tenth of its images' worth of predictions
+        assert all(predicted[c] < 0.1 * true[c] for c in p.mismatched), (name, predicted[p.mismatched])
+
+
+def test_mismatched_images_still_form_clusters(problems):
+    # the class's own image mean is much closer to its images than to other classes' means
+    p = problems["flowers102"]
+    means = np.stack([p.train_features[p.train_labels == c].mean(0) for c in range(p.n_classes)])
+    for c in p.mismatched:
+        own = p.test_features[p.test_labels == c]
+        assert ((own @ means.T).argmax(1) == c).mean() > 0.8
+
+
+def test_planted_confusion(problems):
+    for name, p in problems.items():
+        share = len(p.confused_classes) / p.n_classes
+        assert 0.2 <= share <= 0.4, (name, share)
+        flat = [c for pair in p.confusion_pairs for c in pair]
+        assert len(flat) == len(set(flat)), "pairs must be disjoint"
+        assert not set(flat) & set(p.mismatched)
+        pred = p.zero_shot_predictions("test")
+        to_attractor = [(pred[p.test_labels == b] == a).mean() for a, b in p.confusion_pairs]
+        assert np.median(to_attractor) > 0.3, (name, to_attractor)
+
+
+def test_best_description_recovers_a_mismatched_class(problems):
+    p = problems["dtd"]
+    assert (p.description_quality.max(1) >= 0.8).all()
+    for c in p.mismatched:
+        aligned = p.text_features.copy()
+        aligned[c] = p.descriptions[c, p.description_quality[c].argmax()]
+        images = p.test_labels == c
+        before = (p.logits(p.test_features[images]).argmax(1) == c).mean()
+        after = (p.logits(p.test_features[images], aligned).argmax(1) == c).mean()
+        assert after > before + 0.3, (c, before, after)
+
+
+def test_without_target_the_given_text_noise_is_used():
+    p = make_problem("eurosat", n_train_per_class=20, n_test_per_class=5, target_zero_shot=None, text_noise=0.25)
+    assert p.calibrated_text_noise == 0.25
+
+
+def test_bad_input_names_the_value_and_the_choices():
+    with pytest.raises(UnknownNameError, match=r"'imagenet'.*cub, dtd, eurosat"):
+        make_problem("imagenet")
+    with pytest.raises(ParameterError, match="n_train_per_class must be >= 1, got 0"):
+        make_problem("eurosat", n_train_per_class=0)
+    with pytest.raises(ParameterError, match="seed must be an integer, got str '0'"):
+        make_problem("eurosat", seed="0")
+    with pytest.raises(ParameterError, match="n_test_per_class must be an integer, got float"):
+        preset_config("eurosat", n_test_per_class=2.5)
+    with pytest.raises(ParameterError, match=r"unknown simulator parameter\(s\) \['n_images'\]"):
+        make_problem("eurosat", n_images=3)
