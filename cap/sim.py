@@ -43,10 +43,11 @@ class SimConfig:
     family_weight: float = 0.6
     image_noise: float = 1.0
     noise_rank: int = 64  # image noise lives in a subspace of this rank (CLIP features are anisotropic)
+    hard_fraction: float = 0.2  # share of images drawn between their class and a sibling class
     image_gap: float = 2.5  # norm of the offset all image features share
     text_gap: float = 1.2  # norm of the offset all text features share
     text_noise: float = 0.5  # size of each class text's error; overwritten by calibration
-    mismatch_alignment: float = 0.15  # cosine between a mismatched text and its own image direction
+    mismatch_alignment: float = 0.0  # weight of a mismatched text's own image direction (0: none)
     confusion_fraction: float = 0.3  # share of classes in a planted confusion pair
     confusion_strength: float = 1.5  # weight of b's image direction in a's text
     n_descriptions: int = 5
@@ -66,6 +67,7 @@ class SimConfig:
             check_float(name, getattr(self, name), 0.0)
         check_float("mismatch_alignment", self.mismatch_alignment, 0.0, 1.0)
         check_float("confusion_fraction", self.confusion_fraction, 0.0, 1.0)
+        check_float("hard_fraction", self.hard_fraction, 0.0, 1.0)
         check_float("logit_scale", self.logit_scale, 0.0)
         return self
 
@@ -190,7 +192,11 @@ def _generate(config: SimConfig, seed: int, classnames: list[str], mismatched: l
     text_drift = np.zeros((C, d))
     for a, b in pairs:
         text_drift[a] = config.confusion_strength * means[b]
-    away = directions(C)  # where mismatched texts point: no images live there
+    # Where mismatched texts point: orthogonal to every class direction and the image offset,
+    # so no image looks like them.
+    basis = np.linalg.qr(np.vstack([means, image_offset]).T)[0]
+    away = directions(C)
+    away = _unit(away - (away @ basis) @ basis.T)
 
     def class_texts(noise: float) -> np.ndarray:
         t = _unit(means + noise * text_error + text_drift)
@@ -200,10 +206,20 @@ def _generate(config: SimConfig, seed: int, classnames: list[str], mismatched: l
 
     noise_basis = np.linalg.qr(rng.standard_normal((d, min(config.noise_rank, d))))[0].T
 
+    def sibling(c: int) -> int:
+        pool = np.flatnonzero((families == families[c]) & (np.arange(C) != c))
+        return int(rng.choice(pool)) if len(pool) else int(rng.choice(np.delete(np.arange(C), c)))
+
     def images(n_per_class: int) -> tuple[np.ndarray, np.ndarray]:
         labels = np.repeat(np.arange(C), n_per_class)
+        centres = means[labels]
+        # Hard images sit between their class and a sibling; past halfway they look like the sibling.
+        hard = np.flatnonzero(rng.random(len(labels)) < config.hard_fraction)
+        pull = rng.uniform(0.2, 0.8, len(hard))[:, None]
+        siblings = np.array([sibling(c) for c in labels[hard]], dtype=int).reshape(-1)
+        centres[hard] = (1 - pull) * centres[hard] + pull * means[siblings]
         noise = rng.standard_normal((len(labels), len(noise_basis))) @ noise_basis / np.sqrt(len(noise_basis))
-        x = config.image_gap * image_offset + means[labels] + config.image_noise * noise
+        x = config.image_gap * image_offset + centres + config.image_noise * noise
         return _unit(x).astype(np.float32), labels
 
     train_x, train_y = images(config.n_train_per_class)
