@@ -29,6 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("sim", help="summarise a simulator preset")
     sim.add_argument("preset")
     sim.add_argument("--seed", type=int, default=0)
+
+    data = sub.add_parser("data", help="real datasets on disk").add_subparsers(dest="action", required=True)
+    check = data.add_parser("check", help="read a dataset and compare its image counts with the published splits")
+    check.add_argument("dataset")
+    check.add_argument("--root", default=None, help="data root (default: $CAP_DATA_ROOT)")
+    check.add_argument("--paradigm", default=None, help="also count the labelled/unlabelled images of ul, ssl or trzsl")
     return parser
 
 
@@ -50,6 +56,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"zero-shot top-1 {problem.zero_shot_accuracy():.2f} %")
             print(f"planted mismatch: {truth['mismatched']}")
             print(f"planted confusion pairs (a's text drifts toward b): {truth['confusion_pairs']}")
+        elif args.command == "data":
+            from cap.data.check import check_dataset, format_check
+            from cap.data.readers import data_root
+            from cap.datasets import get_dataset
+
+            rows = check_dataset(args.dataset, args.root, paradigm=args.paradigm)
+            print(format_check(rows, f"{get_dataset(args.dataset).title} under {data_root(args.root)}"))
     except CapError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,70 @@
+"""``python -m cap data check``: read a dataset and compare its image counts with the published splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cap.data.readers import read_dataset
+from cap.data.splits import make_split
+from cap.datasets import check_paradigm, get_dataset
+
+# Images per split file. ELEVATER datasets: "num_images" in Elevater_Toolkit_IC,
+# vision_benchmark/resources/datasets/vision_datasets.json (commit 0467557), the splits the
+# official code reads. CUB: the official train_test_split.txt of CUB-200-2011 (Wah et al., 2011).
+# EuroSAT's pool is whatever the class folders hold (the official code lists them), so it has no
+# fixed count: 27 000 if they hold the whole EuroSAT RGB archive that ELEVATER's lists index.
+EXPECTED_COUNTS: dict[str, dict[str, int | None]] = {
+    "flowers102": {"train": 1020, "val": 1020, "test": 6149},
+    "resisc45": {"train": 3150, "val": 3150, "test": 25200},
+    "dtd": {"train": 1880, "val": 1880, "test": 1880},
+    "eurosat": {"class folders": None, "test": 5000},
+    "cub": {"train": 5994, "test": 5794},
+    "fgvc_aircraft": {"train": 3334, "val": 3333, "test": 3333},
+}
+
+
+def _row(split: str, expected: int | None, found: int) -> dict:
+    status = "-" if expected is None else ("ok" if expected == found else "differs")
+    return {"split": split, "expected": expected, "found": found, "status": status}
+
+
+def check_dataset(name: str, root: str | Path | None = None, paradigm: str | None = None) -> list[dict]:
+    """Rows ``{split, expected, found, status}``: one per split file, then the pool and test totals.
+
+    Reading the dataset already checks the class list and that every listed image exists (a
+    problem raises a DataError). With ``paradigm``, rows for its labelled/unlabelled parts follow
+    (split seed 500, validation seed 0, two labels per class in SSL).
+    """
+    info = get_dataset(name)
+    if paradigm is not None:
+        paradigm = check_paradigm(paradigm)
+    files = read_dataset(info.name, root)
+    expected = EXPECTED_COUNTS[info.name]
+    rows = [_row(split, count, files.split_sizes[split]) for split, count in expected.items()]
+    pool_parts = [expected[s] for s in ("train", "val") if s in expected]
+    pool_expected = sum(pool_parts) if pool_parts and None not in pool_parts else None
+    rows.append(_row("training pool", pool_expected, len(files.train)))
+    if info.name == "eurosat":  # the official quirk: test images are also in the pool
+        rows.append(_row("test images in pool", None, len(set(files.test.paths) & set(files.train.paths))))
+    if paradigm is not None:
+        split = make_split(paradigm, files.train.labels, info.n_classes)
+        labelled = 2 * info.n_classes if paradigm == "ssl" else None
+        rows.append(_row(f"{paradigm} labelled", labelled, len(split.labelled)))
+        rows.append(_row(f"{paradigm} unlabelled", None, len(split.unlabelled)))
+    return rows
+
+
+def format_check(rows: list[dict], title: str = "") -> str:
+    """A plain-text table of :func:`check_dataset` rows, with a closing verdict."""
+    lines = [title] if title else []
+    lines.append(f"{'split':<22}{'expected':>10}{'found':>10}  status")
+    for row in rows:
+        expected = "" if row["expected"] is None else str(row["expected"])
+        lines.append(f"{row['split']:<22}{expected:>10}{row['found']:>10}  {row['status']}")
+    differing = sum(row["status"] == "differs" for row in rows)
+    if differing:
+        lines.append(f"{differing} count(s) differ from the published splits: a partial or different copy? "
+                     "See book/getting_the_data.md.")
+    else:
+        lines.append("all counts match the published splits; every listed image exists.")
+    return "\n".join(lines)
