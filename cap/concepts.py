@@ -1,0 +1,120 @@
+"""Concept-mismatch detection and concept alignment (CAP §3.1)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.cluster import KMeans
+
+from cap.errors import ParameterError, UnknownNameError
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True).clip(1e-12)
+
+
+def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+@dataclass
+class MismatchResult:
+    """Everything the detection found, for records and for choosing descriptions."""
+
+    mismatched: list[int]  # Y_MM = Y_final ∩ Y_low-t, sorted
+    unmatched: list[int]  # Y_final: classes never matched to a cluster, sorted
+    least_predicted: list[int]  # Y_low-t: the t classes with the fewest zero-shot predictions, sorted
+    matches: list[tuple[int, int]] = field(default_factory=list)  # (class, round) in matching order
+    leftover_centroids: np.ndarray | None = None  # normalised centroids of the last clustering's unmatched clusters
+
+
+def find_mismatch(image_features, text_features, zero_shot_pred, logit_scale: float = 100.0, seed: int = 0,
+                  stop_at: int | None = None, warm_start: bool = True) -> MismatchResult:
+    """The paper's iterative matching of K-means clusters to class texts.
+
+    While more than t = ⌈C/10⌉ classes remain (``stop_at`` overrides t): cluster the remaining
+    images into as many clusters as classes remain; P = softmax over clusters of
+    logit_scale · cos(text_i, centroid_j); the most confident (class, cluster) pair is matched and
+    both are removed (the class, and the cluster's images). The classes left over, intersected
+    with the t least-predicted classes under zero-shot prediction, are concept-mismatched.
+
+    ``warm_start`` starts each round's K-means from the previous round's centroids minus the
+    matched one (tens of times faster on 100+ classes); False runs k-means++ afresh every round.
+    """
+    image = _unit(np.asarray(image_features, dtype=np.float32))
+    text = _unit(np.asarray(text_features, dtype=np.float32))
+    pred = np.asarray(zero_shot_pred)
+    n_classes = len(text)
+    if image.ndim != 2 or text.ndim != 2 or image.shape[1] != text.shape[1]:
+        raise ParameterError(f"image features {image.shape} and text features {text.shape} must be (N, d) and (C, d)")
+    if len(pred) != len(image):
+        raise ParameterError(f"zero_shot_pred has {len(pred)} entries for {len(image)} images")
+    t = math.ceil(n_classes / 10) if stop_at is None else stop_at
+
+    remaining = list(range(n_classes))
+    images = np.arange(len(image))
+    matches: list[tuple[int, int]] = []
+    leftover = None
+    round_ = 0
+    init: np.ndarray | str = "k-means++"
+    while len(remaining) > t and len(images) >= len(remaining):
+        kmeans = KMeans(n_clusters=len(remaining), init=init, random_state=seed, n_init=1).fit(image[images])
+        centroids = _unit(kmeans.cluster_centers_)
+        p = _softmax(logit_scale * text[remaining] @ centroids.T, axis=1)
+        i, j = np.unravel_index(np.argmax(p), p.shape)
+        matches.append((remaining[i], round_))
+        del remaining[i]
+        images = images[kmeans.labels_ != j]
+        leftover = np.delete(centroids, j, axis=0)
+        if warm_start:  # the surviving centroids start the next, one-smaller clustering
+            init = np.delete(kmeans.cluster_centers_, j, axis=0)
+        round_ += 1
+
+    counts = np.bincount(pred, minlength=n_classes)
+    least = sorted(np.argsort(counts, kind="stable")[:t].tolist())
+    mismatched = sorted(set(remaining) & set(least))
+    return MismatchResult(mismatched, sorted(remaining), least, matches, leftover)
+
+
+def detect_mismatch(image_features, text_features, zero_shot_pred, logit_scale: float = 100.0, seed: int = 0) -> list[int]:
+    """Concept-mismatched classes (sorted indices); see :func:`find_mismatch`."""
+    return find_mismatch(image_features, text_features, zero_shot_pred, logit_scale, seed).mismatched
+
+
+DESCRIPTION_CHOICES = ("best_of_n", "first")
+
+
+def choose_descriptions(descriptions: dict[int, np.ndarray], centroids: np.ndarray | None, choice: str = "best_of_n") -> dict[int, int]:
+    """Index of the description used for each class.
+
+    ``"best_of_n"`` (paper): the description most similar to any of ``centroids`` (the clusters the
+    detection left unmatched: where the mismatched classes' images are). ``"first"`` (official code,
+    one fixed description per class): the first one.
+    """
+    if choice not in DESCRIPTION_CHOICES:
+        raise UnknownNameError("description choice", choice, DESCRIPTION_CHOICES)
+    chosen = {}
+    for c, candidates in descriptions.items():
+        if choice == "first" or centroids is None or len(centroids) == 0:
+            chosen[c] = 0
+        else:
+            chosen[c] = int((_unit(np.asarray(candidates)) @ _unit(centroids).T).max(1).argmax())
+    return chosen
+
+
+def align_concepts(image_features, description_features: dict[int, np.ndarray], k: int,
+                   logit_scale: float = 100.0) -> dict[int, list[int]]:
+    """Concept alignment: for each class, the top-k images by logit_scale · cos(description, image).
+
+    As in the official code, every image in ``image_features`` is eligible (labelled ones too) and
+    the result replaces that class's initial pseudolabels without removing the images elsewhere.
+    Lists in descending similarity."""
+    image = _unit(np.asarray(image_features, dtype=np.float64))
+    out = {}
+    for c, description in description_features.items():
+        scores = logit_scale * image @ _unit(np.asarray(description, dtype=np.float64))
+        out[int(c)] = np.argsort(-scores, kind="stable")[:k].tolist()
+    return out

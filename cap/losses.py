@@ -1,0 +1,42 @@
+"""Loss functions: CAP's margin cross-entropy and CPL's partial-label loss."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _with_margin(logits: torch.Tensor, target: torch.Tensor, margin: torch.Tensor | None) -> torch.Tensor:
+    if margin is None:
+        return logits
+    rows = margin.to(logits.dtype)[target]  # (B, C): M[y, :]
+    rows = rows.scatter(1, target[:, None], 0.0)  # never a margin on the target itself
+    return logits + rows
+
+
+def margin_cross_entropy(logits: torch.Tensor, target: torch.Tensor, margin: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over the batch of −log(e^{z_y} / (e^{z_y} + Σ_{c≠y} e^{z_c + M[y,c]})).
+
+    ``margin=None`` is plain cross-entropy. ``margin`` is C×C (row = label), in logit units.
+    """
+    return F.cross_entropy(_with_margin(logits, target, margin), target)
+
+
+def masked_margin_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, margin: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Σ mask·L_m / Σ mask over the batch; exactly 0 (with a graph) when no sample passes the mask."""
+    per_sample = F.cross_entropy(_with_margin(logits, target, margin), target, reduction="none")
+    mask = mask.to(per_sample.dtype)
+    total = (per_sample * mask).sum()
+    count = mask.sum()
+    return total / count if count > 0 else total
+
+
+def partial_label_loss(logits: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """CPL's "cc" loss: mean of −log Σ_{j∈cand(i)} softmax(z_i)_j over the batch.
+
+    ``candidates`` is a B×C 0/1 (or soft, non-negative) tensor with at least one candidate per row."""
+    log_probs = F.log_softmax(logits.float(), dim=1)
+    weights = candidates.to(log_probs.dtype)
+    return -torch.logsumexp(log_probs + torch.log(weights.clamp_min(1e-30)), dim=1).mean()

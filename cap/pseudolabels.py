@@ -1,0 +1,169 @@
+"""Pseudolabel selection: FPL/CAP top-k leaderboards, CAP's refresh, GRIP's schedule, CPL's candidates."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from cap.errors import ParameterError, check_int
+
+
+def leaderboard_topk(probs, k: int, exclude: Iterable[int] = (), classes: Iterable[int] | None = None) -> dict[int, list[int]]:
+    """The official per-class top-k leaderboards with overflow (FPL; CAP's initial D_PL).
+
+    Images are visited in index order. An image joins the leaderboard of its predicted class if
+    that has room or if it beats the weakest entry (which is then dropped, not re-assigned).
+    Otherwise it is offered to every other class in decreasing probability and joins each one
+    that has room or whose last entry it beats, so one image can land in several classes.
+    ``exclude`` (labelled images) are skipped; ``classes`` restricts the leaderboards (TRZSL:
+    the unseen classes), default all columns of ``probs``.
+
+    As in the official code, an overflow entry is appended without re-sorting, so "the last
+    entry" is not always the weakest one. Ties sort by index, higher first (the official code
+    sorts (confidence, path) tuples in reverse). Returns lists in descending confidence.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    check_int("k", k, 1)
+    boards: dict[int, list[tuple[float, int]]] = {
+        int(c): [] for c in (range(probs.shape[1]) if classes is None else classes)
+    }
+    skip = set(int(i) for i in exclude)
+    for i, p in enumerate(probs):
+        if i in skip:
+            continue
+        pred = int(p.argmax())
+        board = boards.get(pred)
+        if board is not None and len(board) < k:
+            boards[pred] = sorted(board + [(p[pred], i)], reverse=True)
+        elif board is not None and board[-1][0] < p[pred]:
+            boards[pred] = sorted(board + [(p[pred], i)], reverse=True)[:k]
+        else:
+            for score, j in sorted(((p[j], j) for j in range(len(p)) if j != pred), reverse=True):
+                other = boards.get(int(j))
+                if other is None:
+                    continue
+                if len(other) < k:
+                    other.append((score, i))
+                elif other[-1][0] < score:
+                    boards[int(j)] = sorted(other + [(score, i)], reverse=True)[:k]
+    return {c: [i for _, i in sorted(board, reverse=True)] for c, board in boards.items()}
+
+
+def refresh_k(epoch: int, k: int, unlabelled_per_class: int, epochs: int = 50, max_ratio: float = 0.8) -> int:
+    """Size of each class's D_PL after the refresh at ``epoch`` (official ``update_main_samples``):
+    k + ⌊(min(1000, ⌊unlabelled_per_class · max_ratio⌋) − k) · min(1, epoch / (0.7 · epochs))⌋."""
+    target = min(1000, int(unlabelled_per_class * max_ratio))
+    return k + int((target - k) * min(1.0, epoch / (epochs * 0.7)))
+
+
+def confident_leaderboard(
+    predictions: np.ndarray, confidences: np.ndarray, indices: np.ndarray, classes: Iterable[int],
+    current: Iterable[int] = (), cap: int = 1000,
+) -> dict[int, list[int]]:
+    """New per-class candidates from one epoch's confident draws (official ``compute_top_k_leaderboard``).
+
+    Draws of images already in D_PL (``current``) or predicted as a class outside ``classes`` are
+    dropped; per class, draws are sorted by confidence (descending; repeats of an image kept);
+    classes are walked in index order and each image goes only to the first class that takes it,
+    at most ``cap`` per class.
+    """
+    classes = sorted(int(c) for c in classes)
+    in_dpl = set(int(i) for i in current)
+    per_class: dict[int, list[tuple[float, int]]] = {c: [] for c in classes}
+    for pred, conf, index in zip(predictions.tolist(), confidences.tolist(), indices.tolist()):
+        if index not in in_dpl and pred in per_class:
+            per_class[pred].append((conf, index))
+    taken: set[int] = set()
+    board: dict[int, list[int]] = {c: [] for c in classes}
+    for c in classes:
+        for _, index in sorted(per_class[c], reverse=True):
+            if index not in taken:
+                board[c].append(index)
+                taken.add(index)
+                if len(board[c]) >= cap:
+                    break
+    return board
+
+
+def refresh_dpl(old: dict[int, list[int]], new: dict[int, list[int]], k: int) -> dict[int, list[int]]:
+    """Per class: the first k of the new leaderboard, then old D_PL entries up to k (new first)."""
+    out = {}
+    for c, old_list in old.items():
+        fresh = new.get(c, [])[:k]
+        out[c] = fresh + old_list[: max(0, k - len(fresh))]
+    return out
+
+
+def grip_k(iteration: int, n_unlabelled: int, n_classes: int, n_iterations: int = 10) -> int:
+    """GRIP/CPL per-class pseudolabel budget at ``iteration`` (1-based):
+    ⌊i · (|U| / I) / C⌋, capped at ⌊|U| / C⌋ (the floor of the exact value)."""
+    check_int("iteration", iteration, 1)
+    check_int("n_unlabelled", n_unlabelled, 0)
+    check_int("n_classes", n_classes, 1)
+    check_int("n_iterations", n_iterations, 1)
+    return min(iteration * n_unlabelled // (n_iterations * n_classes), n_unlabelled // n_classes)
+
+
+def cpl_candidates(probs, alpha: float, beta: float) -> np.ndarray:
+    """CPL candidate label sets (N×C booleans): intra-instance ∩ inter-instance.
+
+    Intra: with conf_thr = the α-quantile of the images' top probabilities, keep each image's
+    classes in decreasing probability until the cumulative sum exceeds conf_thr (the crossing class
+    included; the top class always). Inter: keep image i for class c if P[i, c] is at least the
+    β-quantile of column c. Quantiles interpolate linearly (as torch.quantile). Rows may be empty.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    for name, value in (("alpha", alpha), ("beta", beta)):
+        if not 0.0 <= value <= 1.0:
+            raise ParameterError(f"{name} must lie in [0, 1], got {value}")
+    conf_thr = np.quantile(probs.max(1), alpha)
+    order = np.argsort(-probs, axis=1, kind="stable")
+    sorted_probs = np.take_along_axis(probs, order, axis=1)
+    cumulative = np.cumsum(sorted_probs, axis=1)
+    before = np.concatenate([np.zeros((len(probs), 1)), cumulative[:, :-1]], axis=1)
+    keep_sorted = before <= conf_thr  # everything up to and including the crossing class
+    keep_sorted[:, 0] = True
+    intra = np.zeros_like(keep_sorted)
+    np.put_along_axis(intra, order, keep_sorted, axis=1)
+    inter = probs >= np.quantile(probs, beta, axis=0)[None, :]
+    return intra & inter
+
+
+def balanced_selection(probs, candidates, capacity: int, classes: Iterable[int] | None = None) -> dict[int, list[int]]:
+    """CPL's class-balanced selection: each class keeps at most ``capacity`` images.
+
+    Images are offered to their candidate classes in decreasing probability; a full class keeps the
+    most confident images and the one it pushes out moves on to its next candidate (deferred
+    acceptance, which is what CPL's recursive pool filling computes). Returns lists in descending
+    probability; images with no place left are not selected.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    candidates = np.asarray(candidates, dtype=bool)
+    check_int("capacity", capacity, 0)
+    allowed = set(range(probs.shape[1])) if classes is None else set(int(c) for c in classes)
+    prefs = []
+    for i in range(len(probs)):
+        cands = [int(c) for c in np.flatnonzero(candidates[i]) if int(c) in allowed]
+        prefs.append(sorted(cands, key=lambda c: (-probs[i, c], c)))
+    pools: dict[int, list[int]] = {c: [] for c in sorted(allowed)}
+    if capacity == 0:
+        return pools
+    cursor = [0] * len(probs)
+    queue = [i for i in range(len(probs)) if prefs[i]]
+    while queue:
+        i = queue.pop()
+        while cursor[i] < len(prefs[i]):
+            c = prefs[i][cursor[i]]
+            cursor[i] += 1
+            pool = pools[c]
+            if len(pool) < capacity:
+                pool.append(i)
+                break
+            weakest = min(pool, key=lambda j: (probs[j, c], -j))
+            if (probs[i, c], -i) > (probs[weakest, c], -weakest):
+                pool.remove(weakest)
+                pool.append(i)
+                queue.append(weakest)
+                break
+    return {c: sorted(pool, key=lambda j: (-probs[j, c], j)) for c, pool in pools.items()}
