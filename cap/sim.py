@@ -47,9 +47,11 @@ class SimConfig:
     image_gap: float = 2.5  # norm of the offset all image features share
     text_gap: float = 1.2  # norm of the offset all text features share
     text_noise: float = 0.5  # size of each class text's error; overwritten by calibration
+    text_error_mix: float = 0.0  # share of the text error that leans toward other classes' images
+    text_noise_spread: float = 0.3  # log-normal spread of the per-class text-error size
     mismatch_alignment: float = 0.0  # weight of a mismatched text's own image direction (0: none)
     confusion_fraction: float = 0.3  # share of classes in a planted confusion pair
-    confusion_strength: float = 1.5  # weight of b's image direction in a's text
+    confusion_strength: float = 2.0  # weight of b's image direction in a's text
     n_descriptions: int = 5
     logit_scale: float = 100.0
 
@@ -68,6 +70,8 @@ class SimConfig:
         check_float("mismatch_alignment", self.mismatch_alignment, 0.0, 1.0)
         check_float("confusion_fraction", self.confusion_fraction, 0.0, 1.0)
         check_float("hard_fraction", self.hard_fraction, 0.0, 1.0)
+        check_float("text_error_mix", self.text_error_mix, 0.0, 1.0)
+        check_float("text_noise_spread", self.text_noise_spread, 0.0)
         check_float("logit_scale", self.logit_scale, 0.0)
         return self
 
@@ -182,11 +186,18 @@ def _generate(config: SimConfig, seed: int, classnames: list[str], mismatched: l
     wf = config.family_weight
     means = _unit(np.sqrt(wf) * directions(n_families)[families] + np.sqrt(1 - wf) * directions(C))
 
-    # Text error: a random mix of the other classes' directions, mostly from the same family.
+    # Text error, per class: part a random mix of the other classes' directions (mostly its
+    # family's: the text leans toward neighbours), part a direction no image has (the text is
+    # vaguer), with a per-class size, so some classes' texts fit their images better than others'.
     same_family = families[:, None] == families[None, :]
     mix = rng.standard_normal((C, C)) * np.where(same_family, 1.0, 0.3)
     np.fill_diagonal(mix, 0.0)
-    text_error = _unit(mix @ means + 0.5 * directions(C))
+    basis = np.linalg.qr(np.vstack([means, image_offset]).T)[0]
+    vague = directions(C)
+    vague = _unit(vague - (vague @ basis) @ basis.T)
+    w = config.text_error_mix
+    size = np.exp(config.text_noise_spread * rng.standard_normal(C))[:, None]
+    text_error = size * (np.sqrt(w) * _unit(mix @ means) + np.sqrt(1 - w) * vague)
 
     pairs = _confusion_pairs(rng, families, mismatched, config.confusion_fraction)
     text_drift = np.zeros((C, d))
@@ -194,7 +205,6 @@ def _generate(config: SimConfig, seed: int, classnames: list[str], mismatched: l
         text_drift[a] = config.confusion_strength * means[b]
     # Where mismatched texts point: orthogonal to every class direction and the image offset,
     # so no image looks like them.
-    basis = np.linalg.qr(np.vstack([means, image_offset]).T)[0]
     away = directions(C)
     away = _unit(away - (away @ basis) @ basis.T)
 

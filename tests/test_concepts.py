@@ -48,7 +48,7 @@ def test_well_predicted_leftover_class_is_not_mismatched():
 
 
 def test_detection_recovers_planted_classes_on_the_simulator():
-    for preset, seed in (("resisc45", 0), ("dtd", 0)):
+    for preset, seed in (("flowers102", 0), ("dtd", 0)):
         p = make_problem(preset, seed)
         found = detect_mismatch(p.train_features, p.text_features, p.zero_shot_predictions("train"))
         hits = set(found) & set(p.mismatched)
