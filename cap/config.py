@@ -1,0 +1,163 @@
+"""The run configuration: one frozen dataclass, every switch of the paper and every official-code
+quirk as a named field, per-dataset overrides made explicit in :func:`resolve`."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from cap.datasets import check_paradigm, get_dataset
+from cap.errors import ParameterError, UnknownNameError, check_float, check_int
+
+METHODS = ("zero_shot", "fpl", "grip", "cpl", "cap")
+BACKENDS = ("sim", "openclip")
+
+# CPL's per-dataset hyper-parameters (run-textPT_ALL.sh): alpha, beta for UL/SSL, gamma for TRZSL.
+CPL_HYPER = {
+    "eurosat": (0.75, 0.80, 3.0),
+    "flowers102": (0.60, 0.99, 1.0),
+    "fgvc_aircraft": (0.90, 0.97, 1.5),
+    "cub": (0.75, 0.99, 2.25),
+    "dtd": (0.75, 0.95, 2.0),
+    "resisc45": (0.90, 0.97, 2.0),
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One run. ``None`` means "the default for this dataset", filled in by :func:`resolve`."""
+
+    dataset: str
+    paradigm: str = "ul"
+    method: str = "cap"
+    seed: int = 1  # optimisation seed: initialisation, data order, augmentation
+    backend: str = "sim"  # sim: concept simulator features; openclip: CLIP on real images
+
+    # data and paradigm
+    split_seed: int = 500  # TRZSL seen/unseen draw
+    validation_seed: int = 0  # SSL labelled draw (independent of ``seed``)
+    n_label: int = 2  # SSL labels per class
+    unlabelled_fraction: float = 1.0  # share of the unlabelled pool used (the paper's Fig. 11)
+    eurosat_test_in_pool: bool = True  # official quirk: EuroSAT test images may be in the pool
+    sim_seed: int = 0  # simulator problem seed (backend sim)
+    sim_train_per_class: int | None = None  # simulator pool size override (None: preset)
+    sim_test_per_class: int | None = None
+
+    # schedule (official values)
+    epochs: int = 50
+    iters_per_epoch: int = 50
+    batch_size: int = 32  # 128 reproduces the 4-process run.sh of the official code
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.1
+    warmup_epochs: int = 1
+
+    # CAP
+    k: int | None = None  # initial pseudolabels per class; None: 16, or 6 for Flowers102 (official_flowers_k)
+    official_flowers_k: bool = True  # official code uses k = 6 for Flowers102; False: the paper's 16
+    tau: float | None = None  # self-training threshold; None: 0.85 (FGVC-Aircraft 0.5)
+    max_main_ratio: float | None = None  # final D_PL size per class / unlabelled per class; None: 0.8 (FGVC 0.6)
+    refresh_every: int = 5
+    margin: bool = True  # confusion-aware calibrated margin on every cross-entropy term
+    margin_scale: float | None = None  # m; None: 12 (FGVC-Aircraft 14 only when official_fgvc_margin is False)
+    official_fgvc_margin: bool = True  # official: the FGVC 14.0 is overwritten by the environment's 12
+    delta: str = "code"  # δ_c: "code" (1−r)/(1+r) or "paper" 1−r
+    concept_alignment: bool = True
+    mismatch_source: str = "detect"  # detect: the paper's clustering in the pipeline; official: the code's lists
+    description_choice: str = "best_of_n"  # best_of_n (paper) or first (official: one fixed description)
+    independent_adapters: bool = True  # False: one visual adapter for pseudolabels and self-training
+    trzsl_probs_over: str = "all"  # TRZSL zero-shot pseudolabels: softmax over "all" classes or "unseen" only
+
+    # baselines (FPL, GRIP, CPL; CPL's re-run settings)
+    baseline_lr: float = 0.02
+    baseline_weight_decay: float = 0.05
+    baseline_batch_size: int = 64
+    baseline_epochs: int = 50  # epochs per round (one round for FPL)
+    rounds: int | None = None  # GRIP/CPL rounds; None: 10 (CUB 5)
+    cpl_alpha: float | None = None  # None: per-dataset table
+    cpl_beta: float | None = None
+
+    # open_clip backend
+    backbone: str = "ViT-B-32"
+    pretrained: str = "openai"
+    weights: str | None = None
+    precision: str = "auto"
+    template_bug: bool = True  # official prompt string "a photo of a {}<class>"
+    data_root: str | None = None
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return replace(self, **changes)
+
+
+CHOICES = {
+    "method": METHODS,
+    "backend": BACKENDS,
+    "delta": ("code", "paper"),
+    "mismatch_source": ("detect", "official"),
+    "description_choice": ("best_of_n", "first"),
+    "trzsl_probs_over": ("all", "unseen"),
+}
+
+
+def make_config(**values: Any) -> RunConfig:
+    """A RunConfig from keyword values; unknown keys are errors naming the valid ones."""
+    valid = {f.name for f in fields(RunConfig)}
+    unknown = sorted(set(values) - valid)
+    if unknown:
+        raise ParameterError(f"unknown config key(s) {unknown}; valid keys: {', '.join(sorted(valid))}")
+    if "dataset" not in values:
+        raise ParameterError("a run needs a dataset")
+    return RunConfig(**values)
+
+
+def resolve(config: RunConfig) -> RunConfig:
+    """Validate ``config`` and fill every dataset-dependent default (the official per-dataset overrides)."""
+    info = get_dataset(config.dataset)
+    paradigm = check_paradigm(config.paradigm)
+    for key, choices in CHOICES.items():
+        if getattr(config, key) not in choices:
+            raise UnknownNameError(key, getattr(config, key), choices)
+    for key in ("seed", "split_seed", "validation_seed", "sim_seed"):
+        check_int(key, getattr(config, key), 0)
+    for key in ("epochs", "iters_per_epoch", "batch_size", "refresh_every", "baseline_batch_size", "baseline_epochs", "n_label"):
+        check_int(key, getattr(config, key), 1)
+    check_int("warmup_epochs", config.warmup_epochs, 0)
+    check_float("unlabelled_fraction", config.unlabelled_fraction, 0.01, 1.0)
+    for key in ("lr", "momentum", "weight_decay", "baseline_lr", "baseline_weight_decay"):
+        check_float(key, getattr(config, key), 0.0)
+
+    fgvc = info.name == "fgvc_aircraft"
+    k = config.k if config.k is not None else (6 if info.name == "flowers102" and config.official_flowers_k else 16)
+    margin_scale = config.margin_scale
+    if margin_scale is None:
+        margin_scale = 14.0 if fgvc and not config.official_fgvc_margin else 12.0
+    alpha, beta, gamma = CPL_HYPER[info.name]
+    changes = dict(
+        dataset=info.name,
+        paradigm=paradigm,
+        k=check_int("k", k, 1),
+        tau=check_float("tau", config.tau if config.tau is not None else (0.5 if fgvc else 0.85), 0.0, 1.0),
+        max_main_ratio=check_float("max_main_ratio", config.max_main_ratio if config.max_main_ratio is not None
+                                   else (0.6 if fgvc else 0.8), 0.0, 1.0),
+        margin_scale=check_float("margin_scale", margin_scale, 0.0),
+        rounds=check_int("rounds", config.rounds if config.rounds is not None else (5 if info.name == "cub" else 10), 1),
+        cpl_alpha=check_float("cpl_alpha", config.cpl_alpha if config.cpl_alpha is not None else alpha, 0.0, 1.0),
+        cpl_beta=config.cpl_beta,  # TRZSL's beta depends on the number of unseen classes: see cpl_beta()
+    )
+    if config.cpl_beta is None and paradigm != "trzsl":
+        changes["cpl_beta"] = beta
+    if changes["cpl_beta"] is not None:
+        check_float("cpl_beta", changes["cpl_beta"], 0.0, 1.0)
+    return replace(config, **changes)
+
+
+def cpl_beta(config: RunConfig, n_unseen: int) -> float:
+    """CPL's β: the per-dataset value in UL/SSL; 1 − γ/C_unseen in TRZSL."""
+    if config.cpl_beta is not None:
+        return config.cpl_beta
+    return 1.0 - CPL_HYPER[config.dataset][2] / n_unseen
+
+
+def as_dict(config: RunConfig) -> dict:
+    return dataclasses.asdict(config)

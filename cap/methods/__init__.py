@@ -1,0 +1,94 @@
+"""Run one configuration end to end and write its results record.
+
+``run(config, out_dir)`` resolves the config, skips it when its record exists (unless forced),
+builds the source and backbone, runs the method (resuming from a checkpoint when a previous
+attempt was killed) and writes ``run-<config hash>.json`` atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from cap.config import RunConfig, as_dict, resolve
+from cap.results import config_hash, write_record
+from cap.sources import make_source
+from cap.training import RunInterrupted, headline
+
+log = logging.getLogger(__name__)
+
+
+def record_path(config: RunConfig, out_dir: str | Path) -> Path:
+    return Path(out_dir) / f"run-{config_hash(as_dict(resolve(config)))}.json"
+
+
+def build_backbone(config: RunConfig, source, device: torch.device):
+    if config.backend == "sim":
+        from cap.models.features import FeatureBackbone
+
+        return FeatureBackbone(torch.as_tensor(source.zero_shot_text), source.logit_scale).to(device)
+    from cap.models.config import ModelConfig
+    from cap.models.openclip_backbone import OpenClipBackbone
+
+    prompt = "maple" if config.method == "cap" else "coop"
+    model_config = ModelConfig(backbone=config.backbone, pretrained=config.pretrained, weights=config.weights,
+                               precision=config.precision, prompt=prompt, template_bug=config.template_bug)
+    return OpenClipBackbone(model_config, source.classnames)
+
+
+def run(config: RunConfig, out_dir: str | Path, force: bool = False, stop_after_epoch: int | None = None) -> Path:
+    """Run ``config`` unless its record exists; return the record's path."""
+    config = resolve(config)
+    key = config_hash(as_dict(config))
+    out_dir = Path(out_dir)
+    path = out_dir / f"run-{key}.json"
+    if path.exists() and not force:
+        log.info("record %s exists: skipped", path)
+        return path
+    run_dir = out_dir / "checkpoints" / key
+    if force:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        source = make_source(config)
+        backbone = build_backbone(config, source, device)
+        if config.method == "cap":
+            from cap.methods.cap import CapTrainer
+
+            results = CapTrainer(config, source, backbone, run_dir, device).run(stop_after_epoch)
+        else:
+            from cap.methods.baselines import run_baseline
+
+            results = run_baseline(config, source, backbone)
+    except RunInterrupted:
+        raise
+    except Exception as err:
+        write_record(out_dir, "failed", as_dict(config), {"status": "failed", "error": f"{type(err).__name__}: {err}",
+                                                          "traceback": traceback.format_exc()})
+        raise
+    results |= {
+        "status": "ok",
+        "headline": headline(results["metrics"], config.paradigm),
+        "classnames": source.classnames,
+        "seen": list(source.split.seen),
+        "wall_seconds": time.perf_counter() - started,
+        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+    }
+    written = write_record(out_dir, "run", as_dict(config), results)
+    (out_dir / f"failed-{key}.json").unlink(missing_ok=True)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    log.info("%s %s %s seed %d: %.2f (%s)", config.method, config.dataset, config.paradigm, config.seed,
+             results["headline"], written)
+    return written
+
+
+def load(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
