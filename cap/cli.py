@@ -8,12 +8,19 @@ import sys
 
 import yaml
 
-from cap.errors import CapError
+from cap.errors import CapError, ParameterError
 
 
 def _parameters(pairs: list[list[str]]) -> dict:
     # Values are YAML scalars, as with papermill's -p: 3 -> int, 0.5 -> float, null -> None.
     return {name: yaml.safe_load(value) for name, value in pairs}
+
+
+def _assignment(item: str) -> tuple[str, object]:
+    if "=" not in item:
+        raise ParameterError(f"--set takes KEY=VALUE pairs, got {item!r}")
+    key, value = item.split("=", 1)
+    return key, yaml.safe_load(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("source", help="notebook (.md jupytext or .ipynb)")
     run.add_argument("output", help="executed notebook to write (.ipynb)")
     run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+
+    run = sub.add_parser("run", help="run one method on one dataset and paradigm, writing a results record")
+    run.add_argument("--dataset", required=True)
+    run.add_argument("--paradigm", default="ul", help="ul, ssl or trzsl")
+    run.add_argument("--method", default="cap", help="zero_shot, fpl, grip, cpl or cap")
+    run.add_argument("--seed", type=int, default=1)
+    run.add_argument("--backend", default="sim", help="sim (concept simulator) or openclip (real images)")
+    run.add_argument("--out", default="book/_generated/records", help="folder for the record (default: %(default)s)")
+    run.add_argument("--force", action="store_true", help="rerun even when the record exists")
+    run.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                     help="any other RunConfig field, e.g. --set epochs=10 margin=false")
 
     sim = sub.add_parser("sim", help="summarise a simulator preset")
     sim.add_argument("preset")
@@ -46,6 +64,17 @@ def main(argv: list[str] | None = None) -> int:
             from cap.notebooks import run_notebook
 
             run_notebook(args.source, args.output, _parameters(args.parameter))
+        elif args.command == "run":
+            from cap.config import make_config
+            from cap.methods import load, run
+
+            overrides = dict(_assignment(item) for item in args.set)
+            config = make_config(dataset=args.dataset, paradigm=args.paradigm, method=args.method, seed=args.seed,
+                                 backend=args.backend, **overrides)
+            path = run(config, args.out, force=args.force)
+            results = load(path)["results"]
+            print(f"{args.method} on {args.dataset} ({args.paradigm}, seed {args.seed}): "
+                  f"{results['headline']:.2f}  record: {path}")
         elif args.command == "sim":
             from cap.sim import make_problem
 

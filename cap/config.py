@@ -43,6 +43,7 @@ class RunConfig:
     sim_seed: int = 0  # simulator problem seed (backend sim)
     sim_train_per_class: int | None = None  # simulator pool size override (None: preset)
     sim_test_per_class: int | None = None
+    sim_prompt_lr_scale: float = 0.1  # the feature backend's maps learn at this times the prompt lr (see models/features.py)
 
     # schedule (official values)
     epochs: int = 50
@@ -83,8 +84,10 @@ class RunConfig:
     pretrained: str = "openai"
     weights: str | None = None
     precision: str = "auto"
+    prompt_depth: int = 8  # MaPLe depth (official 8; vanilla MaPLe 9)
     template_bug: bool = True  # official prompt string "a photo of a {}<class>"
     data_root: str | None = None
+    descriptions: str | None = None  # YAML of class descriptions for concept alignment; None: cap/descriptions/<dataset>.yml
 
     def replace(self, **changes: Any) -> RunConfig:
         return replace(self, **changes)
@@ -111,8 +114,23 @@ def make_config(**values: Any) -> RunConfig:
     return RunConfig(**values)
 
 
+_TYPES = {"bool": bool, "int": int, "float": (int, float), "str": str, "None": type(None)}
+
+
+def _check_types(config: RunConfig) -> None:
+    """Every field holds a value of its declared type (a YAML or command-line value may not)."""
+    for f in fields(RunConfig):
+        value = getattr(config, f.name)
+        allowed = [t.strip() for t in str(f.type).split("|")]
+        ok = any(isinstance(value, _TYPES[t]) and not (t in ("int", "float") and isinstance(value, bool))
+                 for t in allowed)
+        if not ok:
+            raise ParameterError(f"config field {f.name!r} must be {f.type}, got {type(value).__name__} {value!r}")
+
+
 def resolve(config: RunConfig) -> RunConfig:
     """Validate ``config`` and fill every dataset-dependent default (the official per-dataset overrides)."""
+    _check_types(config)
     info = get_dataset(config.dataset)
     paradigm = check_paradigm(config.paradigm)
     for key, choices in CHOICES.items():
@@ -120,11 +138,12 @@ def resolve(config: RunConfig) -> RunConfig:
             raise UnknownNameError(key, getattr(config, key), choices)
     for key in ("seed", "split_seed", "validation_seed", "sim_seed"):
         check_int(key, getattr(config, key), 0)
-    for key in ("epochs", "iters_per_epoch", "batch_size", "refresh_every", "baseline_batch_size", "baseline_epochs", "n_label"):
+    for key in ("epochs", "iters_per_epoch", "batch_size", "refresh_every", "baseline_batch_size", "baseline_epochs",
+                "n_label", "prompt_depth"):
         check_int(key, getattr(config, key), 1)
     check_int("warmup_epochs", config.warmup_epochs, 0)
     check_float("unlabelled_fraction", config.unlabelled_fraction, 0.01, 1.0)
-    for key in ("lr", "momentum", "weight_decay", "baseline_lr", "baseline_weight_decay"):
+    for key in ("lr", "momentum", "weight_decay", "baseline_lr", "baseline_weight_decay", "sim_prompt_lr_scale"):
         check_float(key, getattr(config, key), 0.0)
 
     fgvc = info.name == "fgvc_aircraft"
@@ -157,6 +176,12 @@ def cpl_beta(config: RunConfig, n_unseen: int) -> float:
     if config.cpl_beta is not None:
         return config.cpl_beta
     return 1.0 - CPL_HYPER[config.dataset][2] / n_unseen
+
+
+def prompt_lr(config: RunConfig, lr: float) -> float:
+    """Learning rate of the backend's prompt parameters: the feature backend's shared maps are far
+    more expressive than a few prompt tokens, so they take ``sim_prompt_lr_scale`` times ``lr``."""
+    return lr * config.sim_prompt_lr_scale if config.backend == "sim" else lr
 
 
 def as_dict(config: RunConfig) -> dict:

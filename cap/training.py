@@ -67,8 +67,10 @@ def predict_test(backbone: Backbone, source, batch_size: int = 512) -> tuple[np.
 
 
 def evaluate(pred: np.ndarray, labels: np.ndarray, n_classes: int, paradigm: str, seen: list[int]) -> dict:
-    """Top-1 (UL, SSL) or seen / unseen / harmonic mean (TRZSL), in percent, with per-class accuracy."""
-    out = {"per_class_accuracy": metrics.per_class_accuracy(pred, labels, n_classes).tolist()}
+    """Top-1 (UL, SSL) or seen / unseen / harmonic mean (TRZSL), in percent, with per-class accuracy
+    and how often each class is predicted (for balance metrics)."""
+    out = {"per_class_accuracy": metrics.per_class_accuracy(pred, labels, n_classes).tolist(),
+           "predicted_counts": metrics.class_counts(pred, n_classes).tolist()}
     correct = pred == labels
     out["top1"] = float(correct.mean() * 100)
     if paradigm == "trzsl":

@@ -38,7 +38,8 @@ def build_backbone(config: RunConfig, source, device: torch.device):
 
     prompt = "maple" if config.method == "cap" else "coop"
     model_config = ModelConfig(backbone=config.backbone, pretrained=config.pretrained, weights=config.weights,
-                               precision=config.precision, prompt=prompt, template_bug=config.template_bug)
+                               precision=config.precision, prompt=prompt, prompt_depth=config.prompt_depth,
+                               template_bug=config.template_bug)
     return OpenClipBackbone(model_config, source.classnames)
 
 
@@ -81,6 +82,8 @@ def run(config: RunConfig, out_dir: str | Path, force: bool = False, stop_after_
         "seen": list(source.split.seen),
         "wall_seconds": time.perf_counter() - started,
         "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+        "descriptions": {"source": getattr(source, "descriptions_source", "simulator description vectors"),
+                         "provenance": getattr(source, "descriptions_provenance", None)},
     }
     written = write_record(out_dir, "run", as_dict(config), results)
     (out_dir / f"failed-{key}.json").unlink(missing_ok=True)

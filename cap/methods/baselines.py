@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cap.config import RunConfig, cpl_beta
+from cap.config import RunConfig, cpl_beta, prompt_lr
 from cap.losses import partial_label_loss
 from cap.methods.common import board_accuracy, flatten, initial_pseudolabels, softmax, zero_shot_probs
 from cap.pseudolabels import balanced_selection, cpl_candidates, grip_k, leaderboard_topk
@@ -46,16 +46,16 @@ def fit(backbone, source, config: RunConfig, index: np.ndarray, targets: torch.T
         index = np.concatenate([index, labelled])
         one_hot = F.one_hot(torch.as_tensor(source.train_labels[labelled]), source.n_classes).float()
         targets = torch.cat([targets, one_hot])
-    b = config.baseline_batch_size
+    b = min(config.baseline_batch_size, len(index))  # a pool smaller than a batch is one batch
     steps_per_epoch = max(1, len(index) // b)
     total = config.baseline_epochs * steps_per_epoch
-    optimizer, scheduler = sgd(backbone.prompt_parameters(), config.baseline_lr, config.momentum,
+    optimizer, scheduler = sgd(backbone.prompt_parameters(), prompt_lr(config, config.baseline_lr), config.momentum,
                                config.baseline_weight_decay, total, steps_per_epoch)
     device = next(iter(backbone.prompt_parameters())).device
     losses = []
     for epoch in range(config.baseline_epochs):
         positions = batch_order(np.arange(len(index)), steps_per_epoch * b, config.seed, round_ * 10_000 + epoch, 3)
-        batches = source.batches(index[positions], min(b, len(index)), ("weak",), None)
+        batches = source.batches(index[positions], b, ("weak",), None)
         for step, batch in enumerate(batches):
             cand = targets[positions[step * b:(step + 1) * b]].to(device)
             text = backbone.encode_text()

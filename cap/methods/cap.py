@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from cap.concepts import align_concepts, choose_descriptions, find_mismatch
-from cap.config import RunConfig
+from cap.config import RunConfig, prompt_lr
 from cap.losses import margin_cross_entropy, masked_margin_cross_entropy
 from cap.margin import class_prototypes, class_similarity, confusion_margin
 from cap.methods.common import board_accuracy, flatten, initial_pseudolabels, zero_shot_probs
@@ -75,7 +75,7 @@ class CapTrainer:
         self.adapters = Adapters(backbone.feature_dim, independent=config.independent_adapters).to(device)
         total = config.epochs * config.iters_per_epoch
         warmup = config.warmup_epochs * config.iters_per_epoch
-        self.prompt_opt, self.prompt_sched = sgd(backbone.prompt_parameters(), config.lr, config.momentum,
+        self.prompt_opt, self.prompt_sched = sgd(backbone.prompt_parameters(), prompt_lr(config, config.lr), config.momentum,
                                                  config.weight_decay, total, warmup)
         self.adapter_opt, self.adapter_sched = sgd(self.adapters.parameters(), config.lr, config.momentum,
                                                    config.weight_decay, total, warmup)
@@ -214,7 +214,7 @@ class CapTrainer:
             if (epoch + 1) % 10 == 0 and epoch + 1 < config.epochs:  # logging only, as in the official code
                 pred, labels = predict_test(self.backbone, self.source)
                 entry["test"] = {k: v for k, v in evaluate(pred, labels, self.source.n_classes, config.paradigm,
-                                                             self.seen).items() if k != "per_class_accuracy"}
+                                                             self.seen).items() if not isinstance(v, list)}
             history.append(entry)
             save_checkpoint(checkpoint_path, {
                 "epoch": epoch, "backbone": trainable_state(self.backbone), "adapters": self.adapters.state_dict(),

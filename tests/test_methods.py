@@ -1,0 +1,201 @@
+"""The training engine on the feature backend: switches, resumption, records, baselines."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from cap.config import make_config, resolve
+from cap.errors import ParameterError, UnknownNameError
+from cap.methods import load, run
+from cap.methods.cap import CapTrainer
+from cap.methods.common import zero_shot_probs
+from cap.models.features import FeatureBackbone
+from cap.sources import SimSource, official_mismatched
+from cap.training import RunInterrupted, batch_order, warmup_cosine
+
+# Detection (K-means rounds) is the slow part of a small run; tests that need it turn it back on.
+SMALL = dict(dataset="dtd", sim_train_per_class=24, sim_test_per_class=8, epochs=3, iters_per_epoch=4, batch_size=16,
+             concept_alignment=False)
+
+
+def results(tmp_path, **changes):
+    return load(run(make_config(**(SMALL | changes)), tmp_path))["results"]
+
+
+def trainer(tmp_path, **changes):
+    config = resolve(make_config(**(SMALL | changes)))
+    source = SimSource(config)
+    backbone = FeatureBackbone(torch.as_tensor(source.zero_shot_text), source.logit_scale)
+    return CapTrainer(config, source, backbone, tmp_path / "run", torch.device("cpu")), source
+
+
+def test_warmup_cosine_and_batch_order():
+    f = warmup_cosine(total_steps=10, warmup_steps=2)
+    assert [f(0), f(1), f(2)] == [0.0, 0.5, 1.0]
+    assert f(6) == pytest.approx(0.5) and f(10) == pytest.approx(0.0)
+    order = batch_order(np.arange(5), 12, seed=1, epoch=0, stream=0)
+    assert len(order) == 12 and sorted(order[:5]) == list(range(5)) and sorted(order[5:10]) == list(range(5))
+    np.testing.assert_array_equal(order, batch_order(np.arange(5), 12, seed=1, epoch=0, stream=0))
+    assert not np.array_equal(order, batch_order(np.arange(5), 12, seed=1, epoch=1, stream=0))
+
+
+def test_record_holds_what_the_book_needs(tmp_path):
+    record = load(run(make_config(**SMALL), tmp_path))
+    r = record["results"]
+    assert record["config"]["k"] == 16 and record["environment"]["versions"]["torch"]
+    assert set(r["metrics"]) >= {"top1", "per_class_accuracy"} and len(r["metrics"]["per_class_accuracy"]) == 47
+    assert [h["epoch"] for h in r["history"]] == [0, 1, 2]
+    assert all(len(h["sigma"]) == 47 for h in r["history"])
+    assert r["history"][0]["margin_max"] == 0.0 and r["history"][1]["margin_max"] > 0
+    assert [f["epoch"] for f in r["refreshes"]] == [0]
+    assert r["setup"]["zero_shot_board"]["size"] == 47 * 16
+    assert r["wall_seconds"] > 0 and r["device"] == "cpu"
+    assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
+
+
+def test_finished_run_is_skipped_unless_forced(tmp_path):
+    path = run(make_config(**SMALL), tmp_path)
+    stamp = path.stat().st_mtime_ns
+    assert run(make_config(**SMALL), tmp_path) == path and path.stat().st_mtime_ns == stamp
+    run(make_config(**SMALL), tmp_path, force=True)
+    assert path.stat().st_mtime_ns != stamp
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path):
+    whole = results(tmp_path / "a")
+    with pytest.raises(RunInterrupted):
+        run(make_config(**SMALL), tmp_path / "b", stop_after_epoch=1)
+    assert not list((tmp_path / "b").glob("run-*.json"))
+    resumed = load(run(make_config(**SMALL), tmp_path / "b"))["results"]
+    assert resumed["metrics"] == whole["metrics"]
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in whole["history"]]
+    assert resumed["refreshes"] == whole["refreshes"]
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
+    a, b = results(tmp_path / "a"), results(tmp_path / "b")
+    assert a["metrics"] == b["metrics"]
+    c = results(tmp_path / "c", seed=2)
+    assert [h["loss"] for h in c["history"]] != [h["loss"] for h in a["history"]]
+
+
+def test_concept_alignment_switch(tmp_path):
+    on, source = trainer(tmp_path / "on", concept_alignment=True)
+    off, _ = trainer(tmp_path / "off")
+    board_on, info_on = on.initial_board()
+    board_off, info_off = off.initial_board()
+    assert "concept_alignment" in info_on and "concept_alignment" not in info_off
+    found = info_on["concept_alignment"]["mismatched"]
+    hits = sorted(set(found) & set(source.problem.mismatched))
+    assert hits, (found, source.problem.mismatched)
+    for c in hits:  # aligned pseudolabels of a planted class are more often right than zero-shot ones
+        assert (source.train_labels[board_on[c]] == c).mean() > (source.train_labels[board_off[c]] == c).mean()
+    official, _ = trainer(tmp_path / "official", concept_alignment=True, mismatch_source="official")
+    assert official.initial_board()[1]["concept_alignment"]["mismatched"] == official_mismatched(official.config)
+
+
+def test_description_choice_switch(tmp_path):
+    best, source = trainer(tmp_path / "best", concept_alignment=True, description_choice="best_of_n")
+    first, _ = trainer(tmp_path / "first", concept_alignment=True, description_choice="first")
+    a = best.initial_board()[1]["concept_alignment"]
+    b = first.initial_board()[1]["concept_alignment"]
+    assert set(b["description_index"].values()) <= {0}
+    quality = source.problem.description_quality
+    assert np.mean([quality[int(c), i] for c, i in a["description_index"].items()]) >= \
+        np.mean([quality[int(c), 0] for c in a["description_index"]])
+
+
+def test_margin_switch_scale_and_delta(tmp_path):
+    base = results(tmp_path / "m12")
+    off = results(tmp_path / "off", margin=False)
+    assert all(h["margin_max"] == 0.0 for h in off["history"])
+    double = results(tmp_path / "m24", margin_scale=24.0)
+    # epoch 0 is identical (no margin yet), so the epoch-1 margin doubles exactly
+    assert double["history"][1]["margin_max"] == pytest.approx(2 * base["history"][1]["margin_max"])
+    paper = results(tmp_path / "paper", delta="paper")
+    assert paper["history"][1]["margin_mean"] > base["history"][1]["margin_mean"]  # 1−r ≥ (1−r)/(1+r)
+
+
+def test_independent_adapters_switch(tmp_path):
+    shared, _ = trainer(tmp_path / "shared", independent_adapters=False)
+    independent, _ = trainer(tmp_path / "independent")
+    assert not shared.adapters.independent and independent.adapters.independent
+    assert len(list(shared.adapters.parameters())) == 8 and len(list(independent.adapters.parameters())) == 12
+    assert results(tmp_path / "a", independent_adapters=False)["metrics"] != results(tmp_path / "b")["metrics"]
+
+
+def test_k_tau_and_batch_size(tmp_path):
+    assert results(tmp_path / "k", k=4)["setup"]["zero_shot_board"]["size"] == 47 * 4
+    assert all(h["masked_share"] == 1.0 for h in results(tmp_path / "t0", tau=0.0)["history"])
+    assert all(h["masked_share"] == 0.0 for h in results(tmp_path / "t1", tau=1.0)["history"])
+    big = results(tmp_path / "b", batch_size=32, tau=0.0)
+    assert sum(big["history"][0]["sigma"]) == 4 * 32  # every draw of the epoch is counted
+
+
+def test_unlabelled_fraction(tmp_path):
+    half = SimSource(resolve(make_config(**SMALL, unlabelled_fraction=0.5)))
+    full = SimSource(resolve(make_config(**SMALL)))
+    assert len(half.split.unlabelled) == len(full.split.unlabelled) // 2
+    assert set(half.split.unlabelled) <= set(full.split.unlabelled)
+
+
+def test_trzsl_pseudolabel_space_switch():
+    config = resolve(make_config(**SMALL, paradigm="trzsl", trzsl_probs_over="unseen"))
+    source = SimSource(config)
+    probs = zero_shot_probs(source, config)
+    assert probs[:, source.split.seen].sum() == 0 and np.allclose(probs.sum(1), 1)
+    full = zero_shot_probs(source, config.replace(trzsl_probs_over="all"))
+    assert (full[:, source.split.seen] > 0).all()
+
+
+def test_paradigms_and_baselines_run(tmp_path):
+    for paradigm in ("ssl", "trzsl"):
+        r = results(tmp_path / paradigm, paradigm=paradigm)
+        if paradigm == "trzsl":
+            assert {"seen", "unseen", "harmonic_mean"} <= set(r["metrics"])
+            assert r["headline"] == r["metrics"]["harmonic_mean"]
+    zs = results(tmp_path / "zs", method="zero_shot")
+    source = SimSource(resolve(make_config(**SMALL)))
+    assert zs["headline"] == pytest.approx(source.problem.zero_shot_accuracy("test"))
+    for method in ("fpl", "grip", "cpl"):
+        r = results(tmp_path / method, method=method, rounds=2, baseline_epochs=1)
+        assert 0 <= r["headline"] <= 100
+        assert len(r["history"]) == (1 if method == "fpl" else 2)
+    cpl = results(tmp_path / "cpl", method="cpl", rounds=2, baseline_epochs=1)
+    assert cpl["history"][0]["mean_candidates"] >= 1
+
+
+def test_bad_config_values():
+    with pytest.raises(ParameterError, match="unknown config key"):
+        make_config(dataset="dtd", epoch=3)
+    with pytest.raises(ParameterError, match="'margin' must be bool, got str 'maybe'"):
+        resolve(make_config(dataset="dtd", margin="maybe"))
+    with pytest.raises(UnknownNameError, match="fpl, grip"):
+        resolve(make_config(dataset="dtd", method="upl"))
+    with pytest.raises(UnknownNameError, match="paradigm"):
+        resolve(make_config(dataset="dtd", paradigm="zsl"))
+
+
+def test_dataset_overrides_both_ways():
+    assert resolve(make_config(dataset="flowers102")).k == 6
+    assert resolve(make_config(dataset="flowers102", official_flowers_k=False)).k == 16
+    fgvc = resolve(make_config(dataset="fgvc_aircraft"))
+    assert (fgvc.tau, fgvc.max_main_ratio, fgvc.margin_scale) == (0.5, 0.6, 12.0)
+    assert resolve(make_config(dataset="fgvc_aircraft", official_fgvc_margin=False)).margin_scale == 14.0
+    assert resolve(make_config(dataset="cub")).rounds == 5
+
+
+def test_cli_run(tmp_path):
+    cmd = [sys.executable, "-m", "cap", "run", "--dataset", "eurosat", "--method", "fpl", "--out", str(tmp_path),
+           "--set", "sim_train_per_class=10", "sim_test_per_class=5", "baseline_epochs=1"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "fpl on eurosat (ul, seed 1)" in done.stdout
+    (path,) = tmp_path.glob("run-*.json")
+    assert json.loads(path.read_text())["config"]["method"] == "fpl"
+    bad = subprocess.run(cmd[:-3] + ["--set", "epochz=3"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown config key(s) ['epochz']" in bad.stderr
