@@ -28,7 +28,6 @@ class MismatchResult:
     unmatched: list[int]  # Y_final: classes never matched to a cluster, sorted
     least_predicted: list[int]  # Y_low-t: the t classes with the fewest zero-shot predictions, sorted
     matches: list[tuple[int, int]] = field(default_factory=list)  # (class, round) in matching order
-    leftover_centroids: np.ndarray | None = None  # normalised centroids of the last clustering's unmatched clusters
 
 
 def find_mismatch(image_features, text_features, zero_shot_pred, logit_scale: float = 100.0, seed: int = 0,
@@ -57,7 +56,6 @@ def find_mismatch(image_features, text_features, zero_shot_pred, logit_scale: fl
     remaining = list(range(n_classes))
     images = np.arange(len(image))
     matches: list[tuple[int, int]] = []
-    leftover = None
     round_ = 0
     init: np.ndarray | str = "k-means++"
     while len(remaining) > t and len(images) >= len(remaining):
@@ -68,7 +66,6 @@ def find_mismatch(image_features, text_features, zero_shot_pred, logit_scale: fl
         matches.append((remaining[i], round_))
         del remaining[i]
         images = images[kmeans.labels_ != j]
-        leftover = np.delete(centroids, j, axis=0)
         if warm_start:  # the surviving centroids start the next, one-smaller clustering
             init = np.delete(kmeans.cluster_centers_, j, axis=0)
         round_ += 1
@@ -76,7 +73,7 @@ def find_mismatch(image_features, text_features, zero_shot_pred, logit_scale: fl
     counts = np.bincount(pred, minlength=n_classes)
     least = sorted(np.argsort(counts, kind="stable")[:t].tolist())
     mismatched = sorted(set(remaining) & set(least))
-    return MismatchResult(mismatched, sorted(remaining), least, matches, leftover)
+    return MismatchResult(mismatched, sorted(remaining), least, matches)
 
 
 def detect_mismatch(image_features, text_features, zero_shot_pred, logit_scale: float = 100.0, seed: int = 0) -> list[int]:
@@ -87,12 +84,21 @@ def detect_mismatch(image_features, text_features, zero_shot_pred, logit_scale: 
 DESCRIPTION_CHOICES = ("best_of_n", "first")
 
 
+def cluster_centroids(image_features, n_clusters: int, seed: int = 0) -> np.ndarray:
+    """Normalised K-means centroids of ``image_features`` (one cluster per class)."""
+    image = _unit(np.asarray(image_features, dtype=np.float32))
+    return _unit(KMeans(n_clusters=n_clusters, random_state=seed, n_init=1).fit(image).cluster_centers_)
+
+
 def choose_descriptions(descriptions: dict[int, np.ndarray], centroids: np.ndarray | None, choice: str = "best_of_n") -> dict[int, int]:
     """Index of the description used for each class.
 
-    ``"best_of_n"`` (paper): the description most similar to any of ``centroids`` (the clusters the
-    detection left unmatched: where the mismatched classes' images are). ``"first"`` (official code,
-    one fixed description per class): the first one.
+    ``"best_of_n"`` (paper): the description most similar to the class's image cluster. Which
+    cluster that is, the paper does not say; here it is, among ``centroids`` (a clustering of the
+    unlabelled images, :func:`cluster_centroids`), the one closest to the mean of the class's
+    descriptions (the cluster they agree on), so a poor description that happens to fit another
+    class's cluster is not picked.
+    ``"first"`` (official code, one fixed description per class): the first one.
     """
     if choice not in DESCRIPTION_CHOICES:
         raise UnknownNameError("description choice", choice, DESCRIPTION_CHOICES)
@@ -100,8 +106,10 @@ def choose_descriptions(descriptions: dict[int, np.ndarray], centroids: np.ndarr
     for c, candidates in descriptions.items():
         if choice == "first" or centroids is None or len(centroids) == 0:
             chosen[c] = 0
-        else:
-            chosen[c] = int((_unit(np.asarray(candidates)) @ _unit(centroids).T).max(1).argmax())
+            continue
+        candidates, clusters = _unit(np.asarray(candidates)), _unit(np.asarray(centroids))
+        own = clusters[int(np.argmax(clusters @ _unit(candidates.mean(0))))]
+        chosen[c] = int(np.argmax(candidates @ own))
     return chosen
 
 

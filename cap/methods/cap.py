@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cap.concepts import align_concepts, choose_descriptions, find_mismatch
+from cap.concepts import align_concepts, choose_descriptions, cluster_centroids, find_mismatch
 from cap.config import RunConfig, prompt_lr
 from cap.losses import margin_cross_entropy, masked_margin_cross_entropy
 from cap.margin import class_prototypes, class_similarity, confusion_margin
@@ -40,17 +40,17 @@ def concept_alignment(config: RunConfig, source, probs: np.ndarray, board: dict)
         found = find_mismatch(source.zero_shot_image[unlabelled], source.zero_shot_text[classes],
                               np.array([local[c] for c in pred]), logit_scale=source.logit_scale, seed=config.seed)
         mismatched = [classes[i] for i in found.mismatched]
-        centroids = found.leftover_centroids
     else:
         mismatched = [c for c in official_mismatched(config) if c in set(classes)]
-        centroids = None
     candidates = source.description_features(mismatched)
     missing = sorted(set(mismatched) - set(candidates))
     if missing:
         log.warning("no descriptions for classes %s: their zero-shot pseudolabels are kept",
                     [source.classnames[c] for c in missing])
-    choice = config.description_choice if config.mismatch_source == "detect" else "first"
-    chosen = choose_descriptions(candidates, centroids, choice)
+    centroids = None
+    if config.description_choice == "best_of_n" and candidates:
+        centroids = cluster_centroids(source.zero_shot_image[unlabelled], len(classes), seed=config.seed)
+    chosen = choose_descriptions(candidates, centroids, config.description_choice)
     aligned = align_concepts(source.zero_shot_image, {c: candidates[c][i] for c, i in chosen.items()},
                              k=config.k, logit_scale=source.logit_scale)
     board = dict(board) | aligned
