@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from cap.config import RunConfig, cpl_beta, prompt_lr
 from cap.losses import partial_label_loss
-from cap.methods.common import board_accuracy, flatten, initial_pseudolabels, softmax, zero_shot_probs
+from cap.methods.common import board_accuracy, flatten, initial_pseudolabels, pseudolabel_probs, zero_shot_probs
 from cap.pseudolabels import balanced_selection, cpl_candidates, grip_k, leaderboard_topk
 from cap.training import batch_order, evaluate, predict_test, sgd
 
@@ -30,12 +30,7 @@ def model_probs(backbone, source, config: RunConfig) -> np.ndarray:
     order = np.arange(len(source.train_labels))
     logits = torch.cat([backbone.logit_scale * backbone.encode_image(b["weak"].to(text.device)) @ text.T
                         for b in source.batches(order, 512, ("weak",), None, drop_last=False)]).cpu().numpy()
-    if config.paradigm == "trzsl" and config.trzsl_probs_over == "unseen":
-        unseen = source.split.unseen
-        probs = np.zeros_like(logits)
-        probs[:, unseen] = softmax(logits[:, unseen])
-        return probs
-    return softmax(logits)
+    return pseudolabel_probs(logits, source, config)
 
 
 def fit(backbone, source, config: RunConfig, index: np.ndarray, targets: torch.Tensor, round_: int) -> float:

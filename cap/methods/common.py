@@ -20,7 +20,12 @@ def zero_shot_probs(source, config: RunConfig) -> np.ndarray:
     Menghini/CPL convention; seen columns are 0). The default "all" is what the official CAP code
     effectively used (a cache built over all classes); its indexing crash is not reproduced.
     """
-    logits = source.logit_scale * source.zero_shot_image @ source.zero_shot_text.T
+    return pseudolabel_probs(source.logit_scale * source.zero_shot_image @ source.zero_shot_text.T, source, config)
+
+
+def pseudolabel_probs(logits: np.ndarray, source, config: RunConfig) -> np.ndarray:
+    """Softmax of ``logits`` over all classes, or (TRZSL, ``trzsl_probs_over="unseen"``) over the
+    unseen classes only, seen columns 0."""
     if config.paradigm == "trzsl" and config.trzsl_probs_over == "unseen":
         unseen = source.split.unseen
         probs = np.zeros_like(logits)
