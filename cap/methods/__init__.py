@@ -24,10 +24,6 @@ from cap.training import RunInterrupted, headline
 log = logging.getLogger(__name__)
 
 
-def record_path(config: RunConfig, out_dir: str | Path) -> Path:
-    return Path(out_dir) / f"run-{config_hash(as_dict(resolve(config)))}.json"
-
-
 def build_backbone(config: RunConfig, source, device: torch.device):
     if config.backend == "sim":
         from cap.models.features import FeatureBackbone
