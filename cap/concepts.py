@@ -9,15 +9,8 @@ import numpy as np
 from sklearn.cluster import KMeans
 
 from cap.errors import ParameterError, UnknownNameError
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=-1, keepdims=True).clip(1e-12)
-
-
-def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
+from cap.numeric import softmax
+from cap.numeric import unit as _unit
 
 
 @dataclass
@@ -61,7 +54,7 @@ def find_mismatch(image_features, text_features, zero_shot_pred, logit_scale: fl
     while len(remaining) > t and len(images) >= len(remaining):
         kmeans = KMeans(n_clusters=len(remaining), init=init, random_state=seed, n_init=1).fit(image[images])
         centroids = _unit(kmeans.cluster_centers_)
-        p = _softmax(logit_scale * text[remaining] @ centroids.T, axis=1)
+        p = softmax(logit_scale * text[remaining] @ centroids.T, axis=1)
         i, j = np.unravel_index(np.argmax(p), p.shape)
         matches.append((remaining[i], round_))
         del remaining[i]

@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from cap.datasets import check_paradigm, get_dataset
-from cap.errors import ParameterError, UnknownNameError, check_float, check_int
+from cap.errors import ParameterError, UnknownNameError, check_float, check_int, matches_types
 
 METHODS = ("zero_shot", "fpl", "grip", "cpl", "cap")
 BACKENDS = ("sim", "openclip")
@@ -114,17 +114,11 @@ def make_config(**values: Any) -> RunConfig:
     return RunConfig(**values)
 
 
-_TYPES = {"bool": bool, "int": int, "float": (int, float), "str": str, "None": type(None)}
-
-
 def _check_types(config: RunConfig) -> None:
     """Every field holds a value of its declared type (a YAML or command-line value may not)."""
     for f in fields(RunConfig):
         value = getattr(config, f.name)
-        allowed = [t.strip() for t in str(f.type).split("|")]
-        ok = any(isinstance(value, _TYPES[t]) and not (t in ("int", "float") and isinstance(value, bool))
-                 for t in allowed)
-        if not ok:
+        if not matches_types(value, [t.strip() for t in str(f.type).split("|")]):
             raise ParameterError(f"config field {f.name!r} must be {f.type}, got {type(value).__name__} {value!r}")
 
 

@@ -24,6 +24,19 @@ class ParameterError(CapError, ValueError):
     """A parameter of the wrong type or out of its valid range."""
 
 
+_SIMPLE_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "list": list, "dict": dict,
+                 "None": type(None)}
+
+
+def matches_types(value: object, type_names: list[str]) -> bool | None:
+    """Whether ``value`` is one of the named simple types (a bool is not an int or float here);
+    None when a name is not a simple type, so the caller cannot check it."""
+    if any(name not in _SIMPLE_TYPES for name in type_names):
+        return None
+    return any(isinstance(value, _SIMPLE_TYPES[name]) and not (name in ("int", "float") and isinstance(value, bool))
+               for name in type_names)
+
+
 def check_int(name: str, value: object, minimum: int | None = None) -> int:
     """Return ``value`` if it is an int (not a bool) at least ``minimum``; raise ParameterError otherwise."""
     if isinstance(value, bool) or not isinstance(value, int):

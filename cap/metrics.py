@@ -73,6 +73,26 @@ def harmonic_mean(seen: float, unseen: float) -> float:
     return 0.0 if seen + unseen == 0 else 2 * seen * unseen / (seen + unseen)
 
 
+def paradigm_scores(pred, labels, seen=None) -> dict[str, float]:
+    """Accuracy in percent: ``top1``; with ``seen`` (TRZSL's seen classes) also ``seen`` and ``unseen``
+    (over test images whose true class is seen / unseen, prediction over all classes) and their
+    ``harmonic_mean``. An empty group is an error: its accuracy is undefined."""
+    pred, labels = np.asarray(pred), np.asarray(labels)
+
+    def accuracy(mask: np.ndarray, images: str) -> float:
+        if not mask.any():
+            raise ParameterError(f"there are no {images}: their accuracy is undefined")
+        return float(100.0 * (pred[mask] == labels[mask]).mean())
+
+    scores = {"top1": accuracy(np.ones(labels.shape, dtype=bool), "test images")}
+    if seen is not None:
+        is_seen = np.isin(labels, seen)
+        scores["seen"] = accuracy(is_seen, "test images of seen classes")
+        scores["unseen"] = accuracy(~is_seen, "test images of unseen classes")
+        scores["harmonic_mean"] = harmonic_mean(scores["seen"], scores["unseen"])
+    return scores
+
+
 def dominant_cluster(clusters, labels, cls: int) -> tuple[int, float, float]:
     """The cluster holding most images of class ``cls``: (cluster id, purity, coverage).
 

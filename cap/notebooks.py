@@ -16,12 +16,9 @@ import re
 import tempfile
 from pathlib import Path
 
-from cap.errors import CapError, ParameterError
+from cap.errors import CapError, ParameterError, matches_types
 
 log = logging.getLogger(__name__)
-
-_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "list": list, "dict": dict, "None": type(None)}
-
 
 class NotebookError(CapError):
     """A notebook that could not be run: bad parameters or an error inside it."""
@@ -53,12 +50,7 @@ def check_parameters(declared: dict[str, dict], given: dict) -> None:
         if name not in declared:
             raise ParameterError(f"unknown notebook parameter {name!r}; valid: {', '.join(sorted(declared))}")
         type_name = declared[name]["type"]
-        allowed = _type_names(type_name)
-        if any(t not in _TYPES for t in allowed):
-            continue  # a type we do not check (declared without a simple annotation)
-        ok = any(isinstance(value, _TYPES[t]) and not (t in ("int", "float") and isinstance(value, bool))
-                 for t in allowed)
-        if not ok:
+        if matches_types(value, _type_names(type_name)) is False:  # None: a type we do not check
             raise ParameterError(
                 f"notebook parameter {name!r} must be {type_name}, got {type(value).__name__} {value!r}"
             )

@@ -26,6 +26,7 @@ import yaml
 
 from cap.datasets import dataset_names, get_dataset
 from cap.errors import ParameterError, UnknownNameError, check_float, check_int
+from cap.numeric import unit as _unit
 
 log = logging.getLogger(__name__)
 
@@ -167,10 +168,6 @@ def make_problem(preset: str, seed: int = 0, **overrides) -> SimProblem:
     check_int("seed", seed, 0)
     info = get_dataset(config.preset)
     return _generate(config, seed, list(info.classnames), info.class_indices(info.official_mismatched))
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
 def _generate(config: SimConfig, seed: int, classnames: list[str], mismatched: list[int]) -> SimProblem:

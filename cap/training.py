@@ -69,16 +69,9 @@ def predict_test(backbone: Backbone, source, batch_size: int = 512) -> tuple[np.
 def evaluate(pred: np.ndarray, labels: np.ndarray, n_classes: int, paradigm: str, seen: list[int]) -> dict:
     """Top-1 (UL, SSL) or seen / unseen / harmonic mean (TRZSL), in percent, with per-class accuracy
     and how often each class is predicted (for balance metrics)."""
-    out = {"per_class_accuracy": metrics.per_class_accuracy(pred, labels, n_classes).tolist(),
-           "predicted_counts": metrics.class_counts(pred, n_classes).tolist()}
-    correct = pred == labels
-    out["top1"] = float(correct.mean() * 100)
-    if paradigm == "trzsl":
-        is_seen = np.isin(labels, seen)
-        out["seen"] = float(correct[is_seen].mean() * 100)
-        out["unseen"] = float(correct[~is_seen].mean() * 100)
-        out["harmonic_mean"] = metrics.harmonic_mean(out["seen"], out["unseen"])
-    return out
+    return {"per_class_accuracy": metrics.per_class_accuracy(pred, labels, n_classes).tolist(),
+            "predicted_counts": metrics.class_counts(pred, n_classes).tolist(),
+            **metrics.paradigm_scores(pred, labels, seen if paradigm == "trzsl" else None)}
 
 
 def headline(result: dict, paradigm: str) -> float:

@@ -19,7 +19,8 @@ from cap.data.readers import read_dataset
 from cap.data.splits import trzsl_split
 from cap.datasets import check_paradigm
 from cap.errors import ParameterError, check_int
-from cap.metrics import harmonic_mean, per_class_accuracy
+from cap.metrics import paradigm_scores, per_class_accuracy
+from cap.numeric import softmax
 from cap.models.config import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -35,15 +36,7 @@ def zero_shot_predictions(image_features, text_features, logit_scale: float) -> 
     if image.ndim != 2 or text.ndim != 2 or image.shape[1] != text.shape[1]:
         raise ParameterError(f"image features {image.shape} and text features {text.shape} must be (N, d) and (C, d)")
     logits = float(logit_scale) * image @ text.T
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probs = shifted / shifted.sum(axis=1, keepdims=True)
-    return logits.argmax(axis=1), probs
-
-
-def _accuracy(pred: np.ndarray, labels: np.ndarray, images: str) -> float:
-    if labels.size == 0:
-        raise ParameterError(f"there are no {images}: their accuracy is undefined")
-    return float(100.0 * (pred == labels).mean())
+    return logits.argmax(axis=1), softmax(logits, axis=1)
 
 
 def evaluate_zero_shot(test_labels, pred, paradigm: str, n_classes: int, split_seed: int = 500) -> dict:
@@ -65,15 +58,9 @@ def evaluate_zero_shot(test_labels, pred, paradigm: str, n_classes: int, split_s
                                  f"got {values.min()}..{values.max()}")
     result: dict = {"n_test": int(labels.size), "per_class": per_class_accuracy(pred, labels, n_classes)}
     if paradigm != "trzsl":
-        result["top1"] = _accuracy(pred, labels, "test images")
-        return result
+        return result | paradigm_scores(pred, labels)
     seen, unseen = trzsl_split(n_classes, split_seed)
-    is_seen = np.isin(labels, seen)
-    result["seen"] = _accuracy(pred[is_seen], labels[is_seen], "test images of seen classes")
-    result["unseen"] = _accuracy(pred[~is_seen], labels[~is_seen], "test images of unseen classes")
-    result["harmonic_mean"] = harmonic_mean(result["seen"], result["unseen"])
-    result["seen_classes"], result["unseen_classes"] = seen, unseen
-    return result
+    return result | paradigm_scores(pred, labels, seen) | {"seen_classes": seen, "unseen_classes": unseen}
 
 
 def run_zero_shot(dataset: str, paradigm: str, data_root: str | Path | None = None,

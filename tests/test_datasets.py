@@ -48,3 +48,11 @@ def test_zero_shot_reference_numbers_for_all_six():
         ref = reference_number("zero_shot", "ul", name)
         assert ref.value == value and ref.verified and ref.cite
     assert reference_number("zero_shot", "trzsl", "cub") is None  # not published
+
+
+def test_matches_types():
+    from cap.errors import matches_types
+
+    assert matches_types(3, ["int"]) and matches_types(3, ["float"]) and matches_types(None, ["int", "None"])
+    assert matches_types(True, ["int"]) is False and matches_types("3", ["int"]) is False
+    assert matches_types(3, ["Path"]) is None  # not a type it can check

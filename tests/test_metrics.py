@@ -69,3 +69,15 @@ def test_bad_counts_are_errors():
         metrics.normalized_entropy([])
     with pytest.raises(ParameterError, match="shape"):
         metrics.under_predicted_share([1, 2], [1, 2, 3])
+
+
+def test_paradigm_scores_hand_values():
+    pred = [0, 1, 1, 3, 2, 2]
+    labels = [0, 1, 2, 3, 3, 2]  # 4 of 6 right
+    assert metrics.paradigm_scores(pred, labels) == {"top1": pytest.approx(400 / 6)}
+    # seen {0, 1}: 2 of 2 right = 100; unseen {2, 3}: 2 of 4 right = 50; H = 2·100·50/150
+    scores = metrics.paradigm_scores(pred, labels, seen=[0, 1])
+    assert (scores["seen"], scores["unseen"]) == (100.0, 50.0)
+    assert scores["harmonic_mean"] == pytest.approx(200 / 3)
+    with pytest.raises(ParameterError, match="no test images of unseen classes"):
+        metrics.paradigm_scores([0, 1], [0, 1], seen=[0, 1])

@@ -128,9 +128,8 @@ class CapTrainer:
         if len(self.labelled):
             streams["labelled"] = self.source.batches(batch_order(self.labelled, n, config.seed, epoch, 2),
                                                       config.batch_size, ("weak",), gen)
-        sigma = np.zeros(self.source.n_classes, dtype=np.int64)
-        draws = {"pred": [], "conf": [], "index": []}
-        losses, n_masked, n_correct = [], 0, 0
+        # Per-step results stay on the device; one transfer at the end of the epoch (no sync per step).
+        steps = {"pred": [], "conf": [], "mask": [], "index": [], "loss": []}
         for it in range(config.iters_per_epoch):
             m = next(streams["dpl"])
             u = next(streams["unlabelled"])
@@ -160,18 +159,17 @@ class CapTrainer:
             self.prompt_sched.step()
             self.adapter_sched.step()
 
-            masked_pred, masked_index = pseudo[mask].cpu(), u["index"][mask.cpu()]
-            sigma += np.bincount(masked_pred.numpy(), minlength=self.source.n_classes)
-            draws["pred"].append(masked_pred.numpy())
-            draws["conf"].append(conf[mask].cpu().numpy())
-            draws["index"].append(masked_index.numpy())
-            n_masked += int(mask.sum())
-            n_correct += int((masked_pred == self.train_labels_t[masked_index]).sum())
-            losses.append(loss.item())
+            for key, value in (("pred", pseudo), ("conf", conf), ("mask", mask), ("index", u["index"]),
+                               ("loss", loss.detach())):
+                steps[key].append(value)
+        mask = torch.cat(steps["mask"]).cpu()
+        pred = torch.cat(steps["pred"]).cpu()[mask]
+        index = torch.cat(steps["index"])[mask]
+        n_masked, n_correct = int(mask.sum()), int((pred == self.train_labels_t[index]).sum())
         return {
-            "loss": float(np.mean(losses)),
-            "sigma": sigma,
-            "draws": {k: np.concatenate(v) if v else np.zeros(0) for k, v in draws.items()},
+            "loss": float(torch.stack(steps["loss"]).double().mean()),
+            "sigma": np.bincount(pred.numpy(), minlength=self.source.n_classes),
+            "draws": {"pred": pred.numpy(), "conf": torch.cat(steps["conf"]).cpu()[mask].numpy(), "index": index.numpy()},
             "masked_share": n_masked / n,
             "masked_accuracy": 100 * n_correct / n_masked if n_masked else None,
         }

@@ -5,12 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from cap.config import RunConfig
+from cap.numeric import softmax
 from cap.pseudolabels import leaderboard_topk
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
 
 
 def zero_shot_probs(source, config: RunConfig) -> np.ndarray:
