@@ -9,11 +9,11 @@ import numpy as np
 from sklearn.cluster import KMeans
 
 from cap.errors import ParameterError, UnknownNameError
-from cap.numeric import softmax
+from cap.numeric import memoised, softmax
 from cap.numeric import unit as _unit
 
 
-@dataclass
+@dataclass(frozen=True)
 class MismatchResult:
     """Everything the detection found, for records and for choosing descriptions."""
 
@@ -35,7 +35,15 @@ def find_mismatch(image_features, text_features, zero_shot_pred, logit_scale: fl
 
     ``warm_start`` starts each round's K-means from the previous round's centroids minus the
     matched one (tens of times faster on 100+ classes); False runs k-means++ afresh every round.
+    The result is memoised on the inputs.
     """
+    return memoised("find_mismatch", lambda: _find_mismatch(image_features, text_features, zero_shot_pred,
+                                                             logit_scale, seed, stop_at, warm_start),
+                     np.asarray(image_features), np.asarray(text_features), np.asarray(zero_shot_pred),
+                     logit_scale=logit_scale, seed=seed, stop_at=stop_at, warm_start=warm_start)
+
+
+def _find_mismatch(image_features, text_features, zero_shot_pred, logit_scale, seed, stop_at, warm_start) -> MismatchResult:
     image = _unit(np.asarray(image_features, dtype=np.float32))
     text = _unit(np.asarray(text_features, dtype=np.float32))
     pred = np.asarray(zero_shot_pred)
@@ -78,9 +86,12 @@ DESCRIPTION_CHOICES = ("best_of_n", "first")
 
 
 def cluster_centroids(image_features, n_clusters: int, seed: int = 0) -> np.ndarray:
-    """Normalised K-means centroids of ``image_features`` (one cluster per class)."""
+    """Normalised K-means centroids of ``image_features`` (one cluster per class); memoised."""
     image = _unit(np.asarray(image_features, dtype=np.float32))
-    return _unit(KMeans(n_clusters=n_clusters, random_state=seed, n_init=1).fit(image).cluster_centers_)
+    centroids = memoised("cluster_centroids", lambda: _unit(KMeans(n_clusters=n_clusters, random_state=seed,
+                                                                     n_init=1).fit(image).cluster_centers_),
+                          image, n_clusters=n_clusters, seed=seed)
+    return centroids.copy()
 
 
 def choose_descriptions(descriptions: dict[int, np.ndarray], centroids: np.ndarray | None, choice: str = "best_of_n") -> dict[int, int]:

@@ -65,6 +65,8 @@ class RunConfig:
     official_fgvc_margin: bool = True  # official: the FGVC 14.0 is overwritten by the environment's 12
     delta: str = "code"  # δ_c: "code" (1−r)/(1+r) or "paper" 1−r
     concept_alignment: bool = True
+    cluster_seed: int = 42  # K-means seed of mismatch detection and description choice (official notebook: 42);
+    # an offline step in the paper, so the same for every optimisation seed
     mismatch_source: str = "detect"  # detect: the paper's clustering in the pipeline; official: the code's lists
     description_choice: str = "best_of_n"  # best_of_n (paper) or first (official: one fixed description)
     independent_adapters: bool = True  # False: one visual adapter for pseudolabels and self-training
@@ -130,7 +132,7 @@ def resolve(config: RunConfig) -> RunConfig:
     for key, choices in CHOICES.items():
         if getattr(config, key) not in choices:
             raise UnknownNameError(key, getattr(config, key), choices)
-    for key in ("seed", "split_seed", "validation_seed", "sim_seed"):
+    for key in ("seed", "split_seed", "validation_seed", "sim_seed", "cluster_seed"):
         check_int(key, getattr(config, key), 0)
     for key in ("epochs", "iters_per_epoch", "batch_size", "refresh_every", "baseline_batch_size", "baseline_epochs",
                 "n_label", "prompt_depth"):

@@ -107,3 +107,54 @@ def dominant_cluster(clusters, labels, cls: int) -> tuple[int, float, float]:
     best = int(ids[counts.argmax()])
     in_best = clusters == best
     return best, float((labels[in_best] == cls).mean()), float(counts.max() / members.size)
+
+
+def expected_calibration_error(confidence, correct, n_bins: int = 15) -> float:
+    """ECE in percent: Σ_b (|B_b| / N) · |accuracy(B_b) − mean confidence(B_b)| over ``n_bins``
+    equal-width confidence bins ((0, 1/n], (1/n, 2/n], …, ((n−1)/n, 1])."""
+    confidence, correct = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=bool)
+    if confidence.shape != correct.shape or confidence.ndim != 1 or confidence.size == 0:
+        raise ParameterError(f"confidence {confidence.shape} and correct {correct.shape} must be equal-length, non-empty 1-D")
+    if (confidence < 0).any() or (confidence > 1).any():
+        raise ParameterError("confidences must lie in [0, 1]")
+    bins = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
+    gap = 0.0
+    for b in np.unique(bins):
+        members = bins == b
+        gap += members.sum() * abs(correct[members].mean() - confidence[members].mean())
+    return float(100.0 * gap / confidence.size)
+
+
+def confusion_groups(labels, pred, n_classes: int, n_groups: int | None = None) -> list[tuple[int, int]]:
+    """Confusion groups: the ``n_groups`` class pairs {a, b} (default ⌈C/10⌉) with the largest
+    one-way confusion rate, the share of class a's images predicted as b (a ≠ b), each pair once,
+    as (a, b) with a the class whose images are lost. Pass zero-shot predictions: the groups are
+    the confusions CLIP starts with, the ones the calibrated margin is meant to undo."""
+    labels, pred = np.asarray(labels, dtype=int), np.asarray(pred, dtype=int)
+    n_groups = int(np.ceil(n_classes / 10)) if n_groups is None else n_groups
+    confusion = np.zeros((n_classes, n_classes))
+    np.add.at(confusion, (labels, pred), 1.0)
+    totals = confusion.sum(1, keepdims=True)
+    rate = np.divide(confusion, totals, out=np.zeros_like(confusion), where=totals > 0)
+    np.fill_diagonal(rate, 0.0)
+    groups, taken = [], set()
+    for flat in np.argsort(-rate, axis=None, kind="stable"):
+        a, b = divmod(int(flat), n_classes)
+        if rate[a, b] <= 0 or len(groups) == n_groups:
+            break
+        if frozenset((a, b)) not in taken:
+            taken.add(frozenset((a, b)))
+            groups.append((a, b))
+    return groups
+
+
+def group_scores(labels, pred, confidence, group, n_bins: int = 15) -> dict[str, float]:
+    """Local accuracy and local ECE (both in percent) of a confusion group: over the test images
+    whose true class is in ``group``, with predictions over all classes."""
+    labels, pred = np.asarray(labels), np.asarray(pred)
+    members = np.isin(labels, list(group))
+    if not members.any():
+        raise ParameterError(f"no test image belongs to the classes {list(group)}")
+    correct = pred[members] == labels[members]
+    return {"accuracy": float(100.0 * correct.mean()),
+            "ece": expected_calibration_error(np.asarray(confidence)[members], correct, n_bins)}

@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import tempfile
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
@@ -24,6 +25,12 @@ def _plain(value):
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+# Version of the record layout. Readers treat a record of another version as stale (to be rerun),
+# never as a result. 3: test labels, predictions, confidences and class counts in run records;
+# cluster_seed in configs.
+RECORD_VERSION = 3
 
 
 def config_hash(config: dict) -> str:
@@ -54,7 +61,8 @@ def write_record(directory: str | Path, kind: str, config: dict, results: dict) 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     key = config_hash(config)
-    record = {"kind": kind, "key": key, "config": config, "results": results, "environment": environment()}
+    record = {"kind": kind, "version": RECORD_VERSION, "key": key, "config": config, "results": results,
+              "environment": environment(), "written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     path = directory / f"{kind}-{key}.json"
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
     try:

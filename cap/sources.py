@@ -6,6 +6,7 @@ exactly); a source only turns index sequences into model inputs, efficiently for
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -62,17 +63,24 @@ def _paradigm_split(config: RunConfig, train_labels: np.ndarray, n_classes: int)
     return split
 
 
+@functools.lru_cache(maxsize=4)
+def _sim_problem(dataset: str, seed: int, sizes: tuple):
+    """One simulated problem per (preset, seed, sizes) in a process: every method and seed run on a
+    dataset shares it. Shared arrays: sources never modify them."""
+    from cap.sim import make_problem
+
+    return make_problem(dataset, seed=seed, **dict(sizes))
+
+
 class SimSource(Source):
     """Features from the concept simulator; the strong view adds feature noise (augmentation)."""
 
     STRONG_NOISE = 0.75  # cos(view, image) ≈ 0.8, like a strong crop of a CLIP image feature
 
     def __init__(self, config: RunConfig):
-        from cap.sim import make_problem
-
-        sizes = {k: v for k, v in (("n_train_per_class", config.sim_train_per_class),
-                                    ("n_test_per_class", config.sim_test_per_class)) if v is not None}
-        problem = make_problem(config.dataset, seed=config.sim_seed, **sizes)
+        sizes = tuple((k, v) for k, v in (("n_train_per_class", config.sim_train_per_class),
+                                           ("n_test_per_class", config.sim_test_per_class)) if v is not None)
+        problem = _sim_problem(config.dataset, config.sim_seed, sizes)
         self.problem = problem
         super().__init__(
             classnames=problem.classnames,

@@ -54,24 +54,35 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 @torch.no_grad()
-def predict_test(backbone: Backbone, source, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """Test predictions of the prompted model without adapters (the paper's inference), argmax over all classes."""
+def predict_test(backbone: Backbone, source, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Test predictions of the prompted model without adapters (the paper's inference), argmax over
+    all classes: (predicted class, true label, confidence = max softmax probability)."""
     backbone.eval()
     text = backbone.encode_text()
-    preds, labels = [], []
+    preds, labels, confidence = [], [], []
     for inputs, y in source.test_batches(batch_size):
-        preds.append((backbone.encode_image(inputs) @ text.T).argmax(1).cpu())
+        logits = backbone.logit_scale * backbone.encode_image(inputs).float() @ text.float().T
+        conf, pred = logits.softmax(1).max(1)
+        preds.append(pred.cpu())
+        confidence.append(conf.cpu())
         labels.append(y)
     backbone.train()
-    return torch.cat(preds).numpy(), torch.cat(labels).numpy()
+    return torch.cat(preds).numpy(), torch.cat(labels).numpy(), torch.cat(confidence).numpy()
 
 
-def evaluate(pred: np.ndarray, labels: np.ndarray, n_classes: int, paradigm: str, seen: list[int]) -> dict:
+def evaluate(pred: np.ndarray, labels: np.ndarray, n_classes: int, paradigm: str, seen: list[int],
+             confidence: np.ndarray | None = None) -> dict:
     """Top-1 (UL, SSL) or seen / unseen / harmonic mean (TRZSL), in percent, with per-class accuracy
-    and how often each class is predicted (for balance metrics)."""
-    return {"per_class_accuracy": metrics.per_class_accuracy(pred, labels, n_classes).tolist(),
-            "predicted_counts": metrics.class_counts(pred, n_classes).tolist(),
-            **metrics.paradigm_scores(pred, labels, seen if paradigm == "trzsl" else None)}
+    and how often each class is predicted (for balance metrics). With ``confidence``, every test
+    image's label, prediction and confidence too (test order), so pages can compute calibration metrics."""
+    result = {"per_class_accuracy": metrics.per_class_accuracy(pred, labels, n_classes).tolist(),
+              "predicted_counts": metrics.class_counts(pred, n_classes).tolist(),
+              "test_counts": metrics.class_counts(labels, n_classes).tolist(),
+              **metrics.paradigm_scores(pred, labels, seen if paradigm == "trzsl" else None)}
+    if confidence is not None:
+        result["test_predictions"] = {"label": np.asarray(labels).tolist(), "pred": np.asarray(pred).tolist(),
+                                      "confidence": np.round(np.asarray(confidence, dtype=float), 4).tolist()}
+    return result
 
 
 def headline(result: dict, paradigm: str) -> float:

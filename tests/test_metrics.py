@@ -81,3 +81,57 @@ def test_paradigm_scores_hand_values():
     assert scores["harmonic_mean"] == pytest.approx(200 / 3)
     with pytest.raises(ParameterError, match="no test images of unseen classes"):
         metrics.paradigm_scores([0, 1], [0, 1], seen=[0, 1])
+
+
+def test_expected_calibration_error_by_hand():
+    # 2 bins: (0, .5] holds 0.4 (wrong); (.5, 1] holds 0.6 (right), 0.8 (right), 1.0 (wrong)
+    # bin 1: |0 − 0.4| = 0.4, weight 1/4; bin 2: |2/3 − 0.8| = 0.1333, weight 3/4 → 0.1 + 0.1 = 0.2
+    ece = metrics.expected_calibration_error([0.4, 0.6, 0.8, 1.0], [False, True, True, False], n_bins=2)
+    assert ece == pytest.approx(20.0)
+    # perfectly calibrated: confidence 1 and right
+    assert metrics.expected_calibration_error([1.0, 1.0], [True, True]) == 0.0
+    with pytest.raises(ParameterError, match="equal-length"):
+        metrics.expected_calibration_error([0.5], [True, False])
+    with pytest.raises(ParameterError, match=r"\[0, 1\]"):
+        metrics.expected_calibration_error([1.5], [True])
+
+
+def test_confusion_groups_by_hand():
+    # class 0: 4 images, 3 predicted as 1 (rate .75); class 1: 2 images, 1 predicted as 0 (rate .5);
+    # class 2: 2 images, 1 predicted as 0 (rate .5). The pair {0, 1} is taken once, as (0, 1).
+    labels = [0, 0, 0, 0, 1, 1, 2, 2]
+    pred = [1, 1, 1, 0, 0, 1, 0, 2]
+    assert metrics.confusion_groups(labels, pred, 3, n_groups=2) == [(0, 1), (2, 0)]
+    assert metrics.confusion_groups(labels, pred, 3) == [(0, 1)]  # ⌈3/10⌉ = 1
+    assert metrics.confusion_groups([0, 1], [0, 1], 2) == []  # no confusion, no group
+
+
+def test_group_scores_by_hand():
+    labels = [0, 0, 1, 2]
+    pred = [0, 1, 1, 2]
+    confidence = [0.9, 0.6, 0.7, 0.99]
+    scores = metrics.group_scores(labels, pred, confidence, (0, 1), n_bins=10)
+    # images of classes 0 and 1: right, wrong, right → 66.7 %; bins: .9 right (gap .1), .6 wrong (gap .6),
+    # .7 right (gap .3), each weight 1/3 → ECE 1/3 in percent
+    assert scores["accuracy"] == pytest.approx(200 / 3)
+    assert scores["ece"] == pytest.approx(100 / 3)
+    with pytest.raises(ParameterError, match="no test image"):
+        metrics.group_scores(labels, pred, confidence, (5,))
+
+
+def test_memoised_computes_once_per_distinct_input():
+    from cap.numeric import memoised
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return len(calls)
+
+    a = np.arange(6.0)
+    assert memoised("test-memo", compute, a, k=1) == 1
+    assert memoised("test-memo", compute, a.copy(), k=1) == 1, "same bytes: stored result"
+    assert memoised("test-memo", compute, a, k=2) == 2, "other parameter: computed again"
+    assert memoised("test-memo", compute, a + 1, k=1) == 3, "other content: computed again"
+    assert memoised("test-memo", compute, a.reshape(2, 3), k=1) == 4, "other shape: computed again"
+    assert memoised("test-memo", compute, a.astype(np.float32), k=1) == 5, "other dtype: computed again"

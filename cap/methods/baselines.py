@@ -109,6 +109,6 @@ def run_baseline(config: RunConfig, source, backbone) -> dict:
                 probs = model_probs(backbone, source, config)
     elif config.method != "zero_shot":
         raise ValueError(config.method)
-    pred, labels = predict_test(backbone, source)
-    return {"metrics": evaluate(pred, labels, source.n_classes, config.paradigm, list(source.split.seen)),
+    pred, labels, confidence = predict_test(backbone, source)
+    return {"metrics": evaluate(pred, labels, source.n_classes, config.paradigm, list(source.split.seen), confidence),
             "history": history, "train_seconds": time.perf_counter() - started}

@@ -29,6 +29,8 @@ from cap.training import (RunInterrupted, batch_order, epoch_generator, evaluate
 
 log = logging.getLogger(__name__)
 
+CHECKPOINT_SECONDS = 60.0  # a killed run loses at most about a minute; short runs skip the disk writes
+
 
 def concept_alignment(config: RunConfig, source, probs: np.ndarray, board: dict) -> dict:
     """Detect mismatched pseudolabel classes and replace their leaderboards (spec §2.2–2.3)."""
@@ -38,7 +40,7 @@ def concept_alignment(config: RunConfig, source, probs: np.ndarray, board: dict)
         pred = np.asarray(classes)[probs[unlabelled][:, classes].argmax(1)]
         local = {c: i for i, c in enumerate(classes)}
         found = find_mismatch(source.zero_shot_image[unlabelled], source.zero_shot_text[classes],
-                              np.array([local[c] for c in pred]), logit_scale=source.logit_scale, seed=config.seed)
+                              np.array([local[c] for c in pred]), logit_scale=source.logit_scale, seed=config.cluster_seed)
         mismatched = [classes[i] for i in found.mismatched]
     else:
         mismatched = [c for c in official_mismatched(config) if c in set(classes)]
@@ -49,7 +51,7 @@ def concept_alignment(config: RunConfig, source, probs: np.ndarray, board: dict)
                     [source.classnames[c] for c in missing])
     centroids = None
     if config.description_choice == "best_of_n" and candidates:
-        centroids = cluster_centroids(source.zero_shot_image[unlabelled], len(classes), seed=config.seed)
+        centroids = cluster_centroids(source.zero_shot_image[unlabelled], len(classes), seed=config.cluster_seed)
     chosen = choose_descriptions(candidates, centroids, config.description_choice)
     aligned = align_concepts(source.zero_shot_image, {c: candidates[c][i] for c, i in chosen.items()},
                              k=config.k, logit_scale=source.logit_scale)
@@ -178,7 +180,7 @@ class CapTrainer:
         config = self.config
         checkpoint_path = self.run_dir / "checkpoint.pt"
         state = load_checkpoint(checkpoint_path)
-        started = time.perf_counter()
+        started = last_saved = time.perf_counter()
         if state is None:
             board, setup = self.initial_board()
             sigma = np.zeros(self.source.n_classes, dtype=np.int64)
@@ -210,22 +212,25 @@ class CapTrainer:
                 board = refresh_dpl(board, new, k_e)
                 refreshes.append({"epoch": epoch, "k": k_e} | board_accuracy(board, self.source.train_labels))
             if (epoch + 1) % 10 == 0 and epoch + 1 < config.epochs:  # logging only, as in the official code
-                pred, labels = predict_test(self.backbone, self.source)
+                pred, labels, _ = predict_test(self.backbone, self.source)
                 entry["test"] = {k: v for k, v in evaluate(pred, labels, self.source.n_classes, config.paradigm,
                                                              self.seen).items() if not isinstance(v, list)}
             history.append(entry)
-            save_checkpoint(checkpoint_path, {
-                "epoch": epoch, "backbone": trainable_state(self.backbone), "adapters": self.adapters.state_dict(),
-                "prompt_opt": self.prompt_opt.state_dict(), "adapter_opt": self.adapter_opt.state_dict(),
-                "prompt_sched": self.prompt_sched.state_dict(), "adapter_sched": self.adapter_sched.state_dict(),
-                "board": board, "setup": setup, "sigma": sigma, "history": history, "refreshes": refreshes,
-                "elapsed": elapsed + time.perf_counter() - started,
-            })
-            if stop_after_epoch is not None and epoch == stop_after_epoch:
+            stopping = stop_after_epoch is not None and epoch == stop_after_epoch
+            if stopping or time.perf_counter() - last_saved >= CHECKPOINT_SECONDS:
+                save_checkpoint(checkpoint_path, {
+                    "epoch": epoch, "backbone": trainable_state(self.backbone), "adapters": self.adapters.state_dict(),
+                    "prompt_opt": self.prompt_opt.state_dict(), "adapter_opt": self.adapter_opt.state_dict(),
+                    "prompt_sched": self.prompt_sched.state_dict(), "adapter_sched": self.adapter_sched.state_dict(),
+                    "board": board, "setup": setup, "sigma": sigma, "history": history, "refreshes": refreshes,
+                    "elapsed": elapsed + time.perf_counter() - started,
+                })
+                last_saved = time.perf_counter()
+            if stopping:
                 raise RunInterrupted(f"stopped after epoch {epoch} as asked")
 
-        pred, labels = predict_test(self.backbone, self.source)
-        final = evaluate(pred, labels, self.source.n_classes, config.paradigm, self.seen)
+        pred, labels, confidence = predict_test(self.backbone, self.source)
+        final = evaluate(pred, labels, self.source.n_classes, config.paradigm, self.seen, confidence)
         return {
             "metrics": final,
             "setup": setup,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from cap.config import RunConfig
-from cap.numeric import softmax
+from cap.numeric import memoised, softmax
 from cap.pseudolabels import leaderboard_topk
 
 
@@ -33,7 +33,8 @@ def pseudolabel_probs(logits: np.ndarray, source, config: RunConfig) -> np.ndarr
 def initial_pseudolabels(probs: np.ndarray, unlabelled, classes, k: int) -> dict[int, list[int]]:
     """FPL/CAP top-k leaderboards over the unlabelled pool, as indices into the training pool."""
     unlabelled = np.asarray(unlabelled)
-    board = leaderboard_topk(probs[unlabelled], k, classes=classes)
+    board = memoised("leaderboard_topk", lambda: leaderboard_topk(probs[unlabelled], k, classes=classes),
+                     probs, unlabelled, np.asarray(classes), k=k)
     return {c: unlabelled[rows].tolist() for c, rows in board.items()}
 
 
