@@ -44,6 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                      help="any other RunConfig field, e.g. --set epochs=10 margin=false")
 
+    runs = sub.add_parser("runs", help="run experiment matrices (what `make runs` calls)")
+    runs.add_argument("--profile", default="sim", help="sim (default) or paper")
+    runs.add_argument("--matrix", nargs="*", default=None, help="matrix names (default: all); see cap/matrices")
+    runs.add_argument("--dataset", nargs="*", default=None)
+    runs.add_argument("--paradigm", nargs="*", default=None)
+    runs.add_argument("--method", nargs="*", default=None)
+    runs.add_argument("--seeds", nargs="*", type=int, default=None)
+    runs.add_argument("--force", action="store_true", help="rerun runs that have a record")
+    runs.add_argument("--workers", type=int, default=None, help="notebooks at once (default: the profile's)")
+    runs.add_argument("--records", default=None, help="records folder (default: book/_generated/records/PROFILE)")
+    runs.add_argument("--list", action="store_true", help="list the selected runs and their state; run nothing")
+
     sim = sub.add_parser("sim", help="summarise a simulator preset")
     sim.add_argument("preset")
     sim.add_argument("--seed", type=int, default=0)
@@ -54,6 +66,25 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--root", default=None, help="data root (default: $CAP_DATA_ROOT)")
     check.add_argument("--paradigm", default=None, help="also count the labelled/unlabelled images of ul, ssl or trzsl")
     return parser
+
+
+def _runs(args) -> int:
+    from cap.runner import DEFAULT_RECORDS, describe, record_status, run_matrices, select
+
+    if args.list:
+        records = args.records or DEFAULT_RECORDS / args.profile
+        for run in select(args.profile, args.matrix, args.dataset, args.paradigm, args.method, args.seeds):
+            status = record_status(run.key, records)
+            print(f"{status.state:8s} {run.key}  {run.matrix}: {describe(run)}  {status.detail}")
+        return 0
+    states = run_matrices(args.profile, args.matrix, args.dataset, args.paradigm, args.method, args.seeds,
+                          force=args.force, records_dir=args.records, workers=args.workers)
+    print("runs: " + ", ".join(f"{n} {state}" for state, n in sorted(states.items())))
+    if states.get("failed") or states.get("missing") or states.get("stale"):
+        print("some runs have no result; `python -m cap runs --list ...` shows which, and their failed-<key>.json "
+              "records hold the tracebacks", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             results = load(path)["results"]
             print(f"{args.method} on {args.dataset} ({args.paradigm}, seed {args.seed}): "
                   f"{results['headline']:.2f}  record: {path}")
+        elif args.command == "runs":
+            return _runs(args)
         elif args.command == "sim":
             from cap.sim import make_problem
 

@@ -1,0 +1,286 @@
+"""Experiment matrices: every table and figure of the paper as one YAML file of runs.
+
+A matrix (``cap/matrices/<name>.yml``) names datasets × paradigms × methods × seeds, optional
+variants (named config changes, e.g. "without concept alignment") and an optional one-field
+sweep (e.g. k). A profile (``cap/matrices/profiles.yml``) says where it runs: ``sim`` (the concept
+simulator on the CPU, shortened schedules) or ``paper`` (real images through open_clip, the
+official schedule), and may narrow a matrix's scope. :func:`plan` expands one matrix under one
+profile into fully resolved runs, each keyed by the hash of its config, which is also the name
+of its record, so a run shared by two matrices is one run.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+
+import yaml
+
+from cap.config import METHODS, RunConfig, as_dict, make_config, resolve
+from cap.datasets import PARADIGMS, dataset_names, get_dataset
+from cap.errors import CapError, ParameterError, UnknownNameError
+from cap.results import config_hash
+
+MATRIX_KEYS = {"title", "about", "datasets", "paradigms", "methods", "seeds", "config", "variants", "sweep", "profiles"}
+SCOPE_KEYS = {"datasets", "paradigms", "methods", "seeds"}
+VARIANT_KEYS = {"label", "set", "datasets", "paradigms", "profiles"}
+PROFILE_KEYS = {"title", "about", "config", "workers"}
+
+
+class MatrixError(CapError):
+    """A matrix or profile file that cannot be used as written."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    title: str
+    about: str
+    config: dict
+    workers: int
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    label: str
+    changes: dict
+    datasets: tuple[str, ...] | None = None  # None: the matrix's
+    paradigms: tuple[str, ...] | None = None
+    profiles: tuple[str, ...] | None = None  # None: every profile of the matrix
+
+
+@dataclass(frozen=True)
+class Matrix:
+    name: str
+    title: str
+    about: str
+    datasets: tuple[str, ...]
+    paradigms: tuple[str, ...]
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
+    config: dict
+    variants: tuple[Variant, ...]
+    sweep_field: str | None
+    sweep_values: tuple
+    profiles: dict[str, dict]  # profile name -> scope narrowing: datasets/paradigms/methods/seeds (None: all)
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of a matrix: its resolved config, record key and the labels a page groups by."""
+
+    matrix: str
+    variant: str
+    sweep_value: object
+    config: RunConfig
+    key: str = field(compare=False)
+
+    @property
+    def labels(self) -> dict:
+        c = self.config
+        return {"matrix": self.matrix, "dataset": c.dataset, "paradigm": c.paradigm, "method": c.method,
+                "variant": self.variant, "sweep": self.sweep_value, "seed": c.seed, "key": self.key}
+
+
+def _read(filename: str) -> dict:
+    path = resources.files("cap.matrices").joinpath(filename)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise MatrixError(f"{filename} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise MatrixError(f"{filename} must hold a mapping, got {type(data).__name__}")
+    return data
+
+
+def _unknown_keys(where: str, data: dict, valid: set[str]) -> None:
+    unknown = sorted(set(data) - valid)
+    if unknown:
+        raise MatrixError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(sorted(valid))}")
+
+
+def matrix_names() -> list[str]:
+    return sorted(p.name[:-4] for p in resources.files("cap.matrices").iterdir()
+                  if p.name.endswith(".yml") and p.name != "profiles.yml")
+
+
+@cache
+def profiles() -> dict[str, Profile]:
+    out = {}
+    for name, raw in _read("profiles.yml").items():
+        _unknown_keys(f"profile {name!r} (profiles.yml)", raw, PROFILE_KEYS)
+        make_config(dataset="eurosat", **raw.get("config", {}))  # unknown config keys fail here
+        out[name] = Profile(name, raw.get("title", name), raw.get("about", ""), dict(raw.get("config", {})),
+                            int(raw.get("workers", 1)))
+    return out
+
+
+def get_profile(name: str) -> Profile:
+    if name not in profiles():
+        raise UnknownNameError("profile", name, profiles())
+    return profiles()[name]
+
+
+def _names(where: str, value, valid: tuple[str, ...], normalise=lambda x: x) -> tuple[str, ...]:
+    if value == "all":
+        return tuple(valid)
+    if not isinstance(value, list) or not value:
+        raise MatrixError(f"{where} must be 'all' or a non-empty list, got {value!r}")
+    out = []
+    for item in value:
+        name = normalise(item)
+        if name not in valid:
+            raise MatrixError(f"{where}: unknown name {item!r}; valid: {', '.join(valid)}")
+        out.append(name)
+    return tuple(out)
+
+
+def _dataset(name: str) -> str:
+    try:
+        return get_dataset(name).name
+    except UnknownNameError:
+        return name
+
+
+def _seeds(where: str, value) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                                           for s in value):
+        raise MatrixError(f"{where} must be a non-empty list of non-negative integers, got {value!r}")
+    return tuple(value)
+
+
+def _check_changes(where: str, changes: dict) -> None:
+    if not isinstance(changes, dict):
+        raise MatrixError(f"{where} must be a mapping of config fields, got {changes!r}")
+    try:
+        resolve(make_config(dataset="eurosat", **{k: v for k, v in changes.items() if k != "dataset"}))
+    except CapError as err:
+        raise MatrixError(f"{where}: {err}") from err
+
+
+@cache
+def load_matrix(name: str) -> Matrix:
+    """The matrix ``name`` (a file in cap/matrices), checked: unknown keys and names are errors."""
+    if name not in matrix_names():
+        raise UnknownNameError("matrix", name, matrix_names())
+    return parse_matrix(name, _read(f"{name}.yml"))
+
+
+def parse_matrix(name: str, raw: dict) -> Matrix:
+    """Check and build a matrix from its YAML mapping."""
+    where = f"matrix {name!r} (cap/matrices/{name}.yml)"
+    _unknown_keys(where, raw, MATRIX_KEYS)
+    for required in ("title", "datasets", "paradigms", "methods", "seeds", "profiles"):
+        if required not in raw:
+            raise MatrixError(f"{where}: missing key {required!r}")
+    config = raw.get("config", {}) or {}
+    _check_changes(f"{where}, config", config)
+    variants = []
+    for vname, spec in (raw.get("variants") or {"default": {}}).items():
+        spec = spec or {}
+        _unknown_keys(f"{where}, variant {vname!r}", spec, VARIANT_KEYS)
+        _check_changes(f"{where}, variant {vname!r}", spec.get("set", {}))
+        variants.append(Variant(
+            vname, spec.get("label", vname), dict(spec.get("set", {})),
+            _names(f"{where}, variant {vname!r} datasets", spec["datasets"], tuple(dataset_names()), _dataset)
+            if "datasets" in spec else None,
+            _names(f"{where}, variant {vname!r} paradigms", spec["paradigms"], PARADIGMS) if "paradigms" in spec else None,
+            _names(f"{where}, variant {vname!r} profiles", spec["profiles"], tuple(profiles())) if "profiles" in spec else None,
+        ))
+    sweep = raw.get("sweep")
+    sweep_field, sweep_values = None, (None,)
+    if sweep is not None:
+        if not isinstance(sweep, dict) or set(sweep) != {"field", "values"} or not sweep["values"]:
+            raise MatrixError(f"{where}: sweep must be {{field: NAME, values: [...]}}, got {sweep!r}")
+        sweep_field, sweep_values = sweep["field"], tuple(sweep["values"])
+        for value in sweep_values:
+            _check_changes(f"{where}, sweep", {sweep_field: value})
+    scopes = raw["profiles"]
+    if not isinstance(scopes, dict) or not scopes:
+        raise MatrixError(f"{where}: profiles must map profile names to scopes ({{}} for the whole matrix)")
+    checked_scopes = {}
+    for pname, scope in scopes.items():
+        get_profile(pname)
+        scope = scope or {}
+        at = f"{where}, profile {pname!r}"
+        _unknown_keys(at, scope, SCOPE_KEYS)
+        checked_scopes[pname] = {
+            "datasets": _names(f"{at} datasets", scope["datasets"], tuple(dataset_names()), _dataset) if "datasets" in scope else None,
+            "paradigms": _names(f"{at} paradigms", scope["paradigms"], PARADIGMS) if "paradigms" in scope else None,
+            "methods": _names(f"{at} methods", scope["methods"], METHODS) if "methods" in scope else None,
+            "seeds": _seeds(f"{at} seeds", scope["seeds"]) if "seeds" in scope else None,
+        }
+    return Matrix(
+        name=name, title=raw["title"], about=raw.get("about", ""),
+        datasets=_names(f"{where}, datasets", raw["datasets"], tuple(dataset_names()), _dataset),
+        paradigms=_names(f"{where}, paradigms", raw["paradigms"], PARADIGMS),
+        methods=_names(f"{where}, methods", raw["methods"], METHODS),
+        seeds=_seeds(f"{where}, seeds", raw["seeds"]),
+        config=dict(config), variants=tuple(variants), sweep_field=sweep_field, sweep_values=sweep_values,
+        profiles=checked_scopes,
+    )
+
+
+def _filter(wanted: tuple | None, available: tuple) -> tuple:
+    """``available`` in its order, narrowed to ``wanted`` (None: no narrowing)."""
+    return available if wanted is None else tuple(x for x in available if x in wanted)
+
+
+def _check_filter(kind: str, wanted, valid) -> tuple | None:
+    if wanted is None:
+        return None
+    unknown = [w for w in wanted if w not in valid]
+    if unknown:
+        raise UnknownNameError(kind, unknown[0], [str(v) for v in valid])
+    return tuple(wanted)
+
+
+def plan(matrix: str | Matrix, profile: str, datasets=None, paradigms=None, methods=None, seeds=None) -> list[PlannedRun]:
+    """Every run of ``matrix`` under ``profile``, optionally narrowed to some datasets, paradigms,
+    methods and seeds. A matrix that does not run under ``profile`` plans nothing."""
+    m = load_matrix(matrix) if isinstance(matrix, str) else matrix
+    prof = get_profile(profile)
+    datasets = _check_filter("dataset", None if datasets is None else [_dataset(d) for d in datasets], dataset_names())
+    paradigms = _check_filter("paradigm", paradigms, PARADIGMS)
+    methods = _check_filter("method", methods, METHODS)
+    if seeds is not None and not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise ParameterError(f"seeds must be non-negative integers, got {seeds!r}")
+    if profile not in m.profiles:
+        return []
+    scope = m.profiles[profile]
+    runs, seen = [], set()
+    for variant in m.variants:
+        if variant.profiles is not None and profile not in variant.profiles:
+            continue
+        datasets_ = _filter(scope["datasets"], variant.datasets or m.datasets)
+        paradigms_ = _filter(scope["paradigms"], variant.paradigms or m.paradigms)
+        methods_ = _filter(scope["methods"], m.methods)
+        seeds_ = scope["seeds"] or m.seeds
+        for dataset, paradigm, method, value, seed in itertools.product(
+                _filter(datasets, datasets_), _filter(paradigms, paradigms_), _filter(methods, methods_),
+                m.sweep_values, _filter(None if seeds is None else tuple(seeds), seeds_)):
+            values = prof.config | m.config | variant.changes
+            if m.sweep_field is not None:
+                values |= {m.sweep_field: value}
+            config = resolve(make_config(**(values | dict(dataset=dataset, paradigm=paradigm, method=method,
+                                                          seed=seed))))
+            key = config_hash(as_dict(config))
+            if key not in seen:  # e.g. a sweep value equal to a variant's: one run
+                seen.add(key)
+                runs.append(PlannedRun(m.name, variant.name, value, config, key))
+    return runs
+
+
+def command(profile: str, matrix: str, dataset: str | None = None, paradigm: str | None = None,
+            method: str | None = None, seeds=None) -> str:
+    """The exact ``make runs`` command that runs (part of) a matrix."""
+    parts = ["make runs", f"PROFILE={profile}", f"MATRIX={matrix}"]
+    for name, value in (("DATASET", dataset), ("PARADIGM", paradigm), ("METHOD", method)):
+        if value is not None:
+            parts.append(f"{name}={value}")
+    if seeds:
+        parts.append(f'SEEDS="{" ".join(str(s) for s in seeds)}"')
+    return " ".join(parts)
