@@ -10,14 +10,27 @@ SIM_PAGES := $(PRESETS:%=$(GEN)/sim/%.ipynb)
 LIBRARY := $(shell find cap -name '*.py' -o -name '*.yml' -o -name '*.txt') pyproject.toml
 BOOK_SOURCES := $(wildcard book/*.md book/*.yml)
 HTML := book/_build/html/index.html
+RECORDS := $(GEN)/records
+# Result pages: one notebook each, or one template notebook per kind of page.
+PAGES := table1 table4 figure1_2 figure8_alignment figure9_calibration appendix divergences
+ABLATION_PAGES := table2 table3
+SWEEP_PAGES := figure6_k figure7_tau figure10_margin_scale figure11_unlabelled_fraction
+PAGE_NOTEBOOKS := $(foreach p,$(PAGES) $(ABLATION_PAGES) $(SWEEP_PAGES),$(GEN)/pages/$(p).ipynb)
+SIM_RUNS := $(GEN)/sim-runs.done
+PAPER_RECORDS := $(wildcard $(RECORDS)/paper/*.json)
+CHROMIUM_STAMP := $(VENV)/.chromium-stamp
 
-.PHONY: help setup book sim-pages test clean clean-book
+# make runs: PROFILE (sim or paper), MATRIX, DATASET, PARADIGM, METHOD, SEEDS="1 2 3", FORCE=1
+PROFILE ?= sim
+
+.PHONY: help setup book runs sim-pages test clean clean-book clean-paper-records
 .DELETE_ON_ERROR:
 
 help:
 	@echo "make book   install into .venv, run the default study, build book/_build/html"
 	@echo "make test   install into .venv and run the test suite"
-	@echo "make clean  remove generated notebooks, records and the built site (keeps .venv)"
+	@echo "make runs   run experiment matrices: make runs PROFILE=paper MATRIX=table1 DATASET=eurosat PARADIGM=ul METHOD=cap SEEDS=\"1 2 3\""
+	@echo "make clean  remove generated notebooks, simulator records and the built site (keeps .venv and real-data records)"
 
 # Installs once; reinstalls when the package metadata or the pins change.
 setup: $(STAMP)
@@ -31,22 +44,53 @@ $(STAMP): pyproject.toml constraints.txt
 $(GEN)/sim/%.ipynb: notebooks/sim_zero_shot.md $(LIBRARY) | $(STAMP)
 	$(PY) -m cap notebook run $< $@ -p preset $* -p seed 0 -p record_dir $(GEN)/records
 
-$(GEN)/status.ipynb: notebooks/status.md $(SIM_PAGES) | $(STAMP)
+# Every matrix in the simulator. Finished runs are skipped; failed runs are recorded and the
+# pages mark them, so the book still builds.
+$(SIM_RUNS): $(LIBRARY) notebooks/run.md | $(STAMP)
+	$(PY) -m cap runs --profile sim || echo "some simulator runs have no result: the pages mark them"
+	touch $@
+
+runs: | $(STAMP)
+	$(PY) -m cap runs --profile $(PROFILE) $(if $(MATRIX),--matrix $(MATRIX)) $(if $(DATASET),--dataset $(DATASET)) \
+		$(if $(PARADIGM),--paradigm $(PARADIGM)) $(if $(METHOD),--method $(METHOD)) $(if $(SEEDS),--seeds $(SEEDS)) \
+		$(if $(FORCE),--force)
+
+$(PAGES:%=$(GEN)/pages/%.ipynb): $(GEN)/pages/%.ipynb: notebooks/pages/%.md $(SIM_RUNS) $(PAPER_RECORDS) | $(STAMP)
+	$(PY) -m cap notebook run $< $@ -p records_root $(RECORDS)
+
+$(ABLATION_PAGES:%=$(GEN)/pages/%.ipynb): $(GEN)/pages/%.ipynb: notebooks/pages/ablation.md $(SIM_RUNS) $(PAPER_RECORDS) | $(STAMP)
+	$(PY) -m cap notebook run $< $@ -p matrix $* -p records_root $(RECORDS)
+
+$(SWEEP_PAGES:%=$(GEN)/pages/%.ipynb): $(GEN)/pages/%.ipynb: notebooks/pages/sweep.md $(SIM_RUNS) $(PAPER_RECORDS) | $(STAMP)
+	$(PY) -m cap notebook run $< $@ -p matrix $* -p records_root $(RECORDS)
+
+$(GEN)/status.ipynb: notebooks/status.md $(SIM_PAGES) $(PAGE_NOTEBOOKS) | $(STAMP)
 	$(PY) -m cap notebook run $< $@ -p generated_dir $(GEN)
 
 sim-pages: $(SIM_PAGES)
 
-$(HTML): $(GEN)/status.ipynb $(SIM_PAGES) $(BOOK_SOURCES) | $(STAMP)
+$(HTML): $(GEN)/status.ipynb $(SIM_PAGES) $(PAGE_NOTEBOOKS) $(BOOK_SOURCES) | $(STAMP)
 	$(VENV)/bin/jupyter-book build book --warningiserror --keep-going
 
 book: $(HTML)
 	@echo "Open book/_build/html/index.html"
 
-test: $(STAMP)
+# The site test opens the built pages in Debian's headless Chromium.
+$(CHROMIUM_STAMP): | $(STAMP)
+	command -v chromium >/dev/null || { apt-get update && apt-get install -y --no-install-recommends chromium; } \
+		|| { echo "could not install Debian's chromium (needs apt-get as root): install it and rerun"; exit 1; }
+	touch $@
+
+test: $(STAMP) $(CHROMIUM_STAMP)
 	$(PY) -m pytest
 
 clean-book:
 	rm -rf book/_build
 
+# Real-data records (records/paper) cost GPU hours: only `make clean-paper-records` deletes them.
 clean: clean-book
-	rm -rf $(GEN)
+	find $(GEN) -mindepth 1 -maxdepth 1 ! -name records -exec rm -rf {} + 2>/dev/null || true
+	find $(RECORDS) -mindepth 1 -maxdepth 1 ! -name paper -exec rm -rf {} + 2>/dev/null || true
+
+clean-paper-records:
+	rm -rf $(RECORDS)/paper

@@ -109,6 +109,13 @@ def reference_numbers() -> tuple[ReferenceNumber, ...]:
     return tuple(out)
 
 
+def reference_training_minutes() -> dict:
+    """Appendix D.2's training times (minutes on EuroSAT) with their provenance."""
+    raw = _read_preset("reference_numbers.yml")["training_minutes"]
+    return {"cite": raw["source"]["cite"], "verified": raw["source"]["status"] == "verified",
+            "minutes": {k: v for k, v in raw.items() if k != "source"}}
+
+
 def reference_number(method: str, paradigm: str, dataset: str) -> ReferenceNumber | None:
     """The published number for one cell, or None when we know none."""
     dataset = get_dataset(dataset).name

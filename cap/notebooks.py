@@ -4,7 +4,8 @@ Notebooks in ``notebooks/`` are MyST-markdown (jupytext) files with a cell tagge
 whose assignments carry type annotations (``seed: int = 0``;
 papermill reads ``Optional[int]`` but not ``int | None``). Markdown cells may use
 ``{{ name }}`` placeholders, filled from the parameters after execution (plus ``preset_title``,
-the display name of a ``preset`` parameter), so each executed page gets its own title.
+the display name of a ``preset`` parameter, and ``matrix_title`` / ``matrix_about`` of a
+``matrix`` parameter), so each executed page gets its own title.
 """
 
 from __future__ import annotations
@@ -116,6 +117,11 @@ def run_notebook(source: str | Path, output: str | Path, parameters: dict | None
             from cap.datasets import get_dataset
 
             context["preset_title"] = get_dataset(context["preset"]).title
+        if context.get("matrix"):
+            from cap.matrix import load_matrix
+
+            context["matrix_title"] = load_matrix(context["matrix"]).title
+            context["matrix_about"] = load_matrix(context["matrix"]).about
         _fill_placeholders(executed, context)
         for cell in executed.cells:  # pages show their parameters themselves, not papermill's cell
             if "injected-parameters" in cell.metadata.get("tags", []):
