@@ -72,7 +72,11 @@ sim-pages: $(SIM_PAGES)
 $(HTML): $(GEN)/status.ipynb $(SIM_PAGES) $(PAGE_NOTEBOOKS) $(BOOK_SOURCES) | $(STAMP)
 	$(VENV)/bin/jupyter-book build book --warningiserror --keep-going
 
-book: $(HTML)
+# The runs use both cores themselves; the page notebooks after them run two at a time.
+book: | $(STAMP)
+	$(MAKE) $(SIM_RUNS)
+	$(MAKE) -j2 $(SIM_PAGES) $(PAGE_NOTEBOOKS)
+	$(MAKE) $(HTML)
 	@echo "Open book/_build/html/index.html"
 
 # The site test opens the built pages in Debian's headless Chromium.

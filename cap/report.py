@@ -187,5 +187,16 @@ def commands_markdown(runs: pd.DataFrame, profile: str, limit: int = 40) -> str:
     shown = commands[:limit]
     more = f"\n\n… and {len(commands) - limit} more (`python -m cap runs --profile {profile} --list` lists them)." \
         if len(commands) > limit else ""
-    return ("Runs without a result are shown as *not run yet*. These commands run them (each skips what is "
-            "already done):\n\n```bash\n" + "\n".join(shown) + "\n```" + more)
+    problems = []
+    failed = runs[runs["state"] == "failed"]
+    if len(failed):
+        errors = sorted(set(failed["detail"]))
+        problems.append(f"{len(failed)} runs **failed** (their `failed-<key>.json` records hold the tracebacks): "
+                        + "; ".join(f"`{e}`" for e in errors[:3]) + (" …" if len(errors) > 3 else ""))
+    stale = runs[runs["state"] == "stale"]
+    if len(stale):
+        problems.append(f"{len(stale)} records are **stale** ({stale['detail'].iloc[0]}): they are not shown "
+                        "as results and the commands below rerun them.")
+    return "\n\n".join(problems + [
+        "Runs without a result are shown as *not run yet* (or failed / stale). These commands run them (each "
+        "skips what is already done):\n\n```bash\n" + "\n".join(shown) + "\n```" + more])

@@ -68,6 +68,7 @@ def test_summarise_by_hand(tmp_path):
     assert shown.loc[0, "ours − paper"] == "-1.20"
     wide = report.wide_html(pd.DataFrame([cell]))
     assert "<b>42.00 ± 2.83</b><br><small>paper 43.20 (verified), Δ -1.20</small>" in wide and "DTD" in wide
+    assert "1 records are **stale** (record version 1, this code writes" in report.commands_markdown(frame, "sim")
     assert report.missing_commands(frame, "sim") == ['make runs PROFILE=sim MATRIX=table1 DATASET=dtd PARADIGM=ul '
                                                      'METHOD=zero_shot SEEDS="3"']
 
