@@ -81,7 +81,7 @@ book: | $(STAMP)
 
 # The site test opens the built pages in Debian's headless Chromium.
 $(CHROMIUM_STAMP): | $(STAMP)
-	command -v chromium >/dev/null || { apt-get update && apt-get install -y --no-install-recommends chromium; } \
+	command -v chromium >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; } \
 		|| { echo "could not install Debian's chromium (needs apt-get as root): install it and rerun"; exit 1; }
 	touch $@
 

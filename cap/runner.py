@@ -20,8 +20,9 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
+from cap.datasets import get_dataset
 from cap.errors import CapError
-from cap.matrix import PlannedRun, get_profile, matrix_names, plan
+from cap.matrix import PlannedRun, get_profile, load_matrix, matrix_names, plan
 from cap.results import RECORD_VERSION
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,10 @@ RUN_NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "run.md"
 DEFAULT_RECORDS = Path("book/_generated/records")
 DEFAULT_NOTEBOOKS = Path("book/_generated/runs")
 POLL_SECONDS = 5.0
+
+
+class RunsFailed(CapError):
+    """Some runs of a group failed; their failure records hold the tracebacks."""
 
 
 @dataclass(frozen=True)
@@ -163,8 +168,6 @@ def _written(key: str, records_dir: Path, since: float) -> bool:
 def _cost(run: PlannedRun) -> float:
     """Rough relative cost of a run, to start the long groups first."""
     c = run.config
-    from cap.datasets import get_dataset
-
     classes = get_dataset(c.dataset).n_classes
     steps = {"zero_shot": 0, "fpl": c.baseline_epochs, "grip": c.baseline_epochs * c.rounds,
              "cpl": c.baseline_epochs * c.rounds}.get(c.method, c.epochs * c.iters_per_epoch * c.batch_size / 100)
@@ -172,20 +175,11 @@ def _cost(run: PlannedRun) -> float:
 
 
 def describe(run: PlannedRun) -> str:
-    label = run.labels
-    parts = [label["dataset"], label["paradigm"], label["method"]]
-    if run.variant not in ("default",):
+    """E.g. ``dtd ul cap no_ca seed 2`` or ``dtd ul cap k=8 seed 1``."""
+    parts = [run.config.dataset, run.config.paradigm, run.config.method]
+    if run.variant != "default":
         parts.append(run.variant)
     if run.sweep_value is not None:
-        parts.append(f"{load_sweep_field(run)}={run.sweep_value}")
-    return " ".join(parts) + f" seed {label['seed']}"
+        parts.append(f"{load_matrix(run.matrix).sweep_field}={run.sweep_value}")
+    return " ".join(parts) + f" seed {run.config.seed}"
 
-
-def load_sweep_field(run: PlannedRun) -> str:
-    from cap.matrix import load_matrix
-
-    return load_matrix(run.matrix).sweep_field or ""
-
-
-class RunsFailed(CapError):
-    """Some runs of a group failed; their failure records hold the tracebacks."""
