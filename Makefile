@@ -55,14 +55,15 @@ runs: | $(STAMP)
 		$(if $(PARADIGM),--paradigm $(PARADIGM)) $(if $(METHOD),--method $(METHOD)) $(if $(SEEDS),--seeds $(SEEDS)) \
 		$(if $(FORCE),--force)
 
+# A page notebook that fails leaves a stand-in page saying so, and the book still builds.
 $(PAGES:%=$(GEN)/pages/%.ipynb): $(GEN)/pages/%.ipynb: notebooks/pages/%.md $(SIM_RUNS) $(PAPER_RECORDS) | $(STAMP)
-	$(PY) -m cap notebook run $< $@ -p records_root $(RECORDS)
+	$(PY) -m cap notebook run --stand-in-on-failure $< $@ -p records_root $(RECORDS)
 
 $(ABLATION_PAGES:%=$(GEN)/pages/%.ipynb): $(GEN)/pages/%.ipynb: notebooks/pages/ablation.md $(SIM_RUNS) $(PAPER_RECORDS) | $(STAMP)
-	$(PY) -m cap notebook run $< $@ -p matrix $* -p records_root $(RECORDS)
+	$(PY) -m cap notebook run --stand-in-on-failure $< $@ -p matrix $* -p records_root $(RECORDS)
 
 $(SWEEP_PAGES:%=$(GEN)/pages/%.ipynb): $(GEN)/pages/%.ipynb: notebooks/pages/sweep.md $(SIM_RUNS) $(PAPER_RECORDS) | $(STAMP)
-	$(PY) -m cap notebook run $< $@ -p matrix $* -p records_root $(RECORDS)
+	$(PY) -m cap notebook run --stand-in-on-failure $< $@ -p matrix $* -p records_root $(RECORDS)
 
 $(GEN)/status.ipynb: notebooks/status.md $(SIM_PAGES) $(PAGE_NOTEBOOKS) | $(STAMP)
 	$(PY) -m cap notebook run $< $@ -p generated_dir $(GEN)

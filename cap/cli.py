@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("source", help="notebook (.md jupytext or .ipynb)")
     run.add_argument("output", help="executed notebook to write (.ipynb)")
     run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    run.add_argument("--stand-in-on-failure", action="store_true",
+                     help="if the notebook fails, write a page saying so (the book still builds) and exit 0")
 
     run = sub.add_parser("run", help="run one method on one dataset and paradigm, writing a results record")
     run.add_argument("--dataset", required=True)
@@ -92,9 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "notebook":
-            from cap.notebooks import run_notebook
+            from cap.notebooks import NotebookError, run_notebook, write_failure_page
 
-            run_notebook(args.source, args.output, _parameters(args.parameter))
+            try:
+                run_notebook(args.source, args.output, _parameters(args.parameter))
+            except NotebookError as err:
+                if not args.stand_in_on_failure:
+                    raise
+                write_failure_page(args.output, args.source, str(err))
+                print(f"error: {err}\n(wrote a stand-in page; the book still builds)", file=sys.stderr)
         elif args.command == "run":
             from cap.config import make_config
             from cap.methods import load, run

@@ -132,3 +132,25 @@ def run_notebook(source: str | Path, output: str | Path, parameters: dict | None
         Path(tmp).unlink(missing_ok=True)
     log.info("wrote %s", output)
     return output
+
+
+def write_failure_page(output: str | Path, source: str | Path, error: str) -> Path:
+    """A stand-in for a page whose notebook failed, so the book still builds and says what is
+    missing. Its modification time is set to the epoch: make sees it as out of date and runs the
+    notebook again next time."""
+    import nbformat
+
+    output = Path(output)
+    title = Path(source).stem.replace("_", " ")
+    page = nbformat.v4.new_notebook()
+    page.cells = [nbformat.v4.new_markdown_cell(
+        f"# {title}: not built\n\n"
+        f"```{{error}}\nThe notebook `{source}` that makes this page failed, so the page is missing from this "
+        f"build:\n\n{error}\n\nFix the cause and run `make book` again; the failed notebook, with every cell it "
+        f"executed, is `{output.with_name(output.stem + '.failed.ipynb')}`.\n```")]
+    page.metadata.update({"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    output.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(page, output)
+    os.utime(output, (0, 0))
+    log.error("%s failed; wrote a stand-in page %s", source, output)
+    return output

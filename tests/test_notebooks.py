@@ -105,3 +105,29 @@ def test_cli_reports_errors_without_a_traceback():
     assert result.returncode == 2
     assert result.stderr.startswith("error: unknown simulator preset 'imagenet'; valid choices:")
     assert "Traceback" not in result.stderr
+
+
+def test_a_failing_page_leaves_a_stand_in_so_the_book_still_builds(tmp_path):
+    source = notebook(tmp_path, """
+        # A page
+
+        ```{code-cell} ipython3
+        :tags: [parameters]
+
+        records_root: str = "x"
+        ```
+
+        ```{code-cell} ipython3
+        raise KeyError("headline")
+        ```
+        """)
+    output = tmp_path / "out" / "page.ipynb"
+    command = [sys.executable, "-m", "cap", "notebook", "run", str(source), str(output)]
+    plain = subprocess.run(command, capture_output=True, text=True)
+    assert plain.returncode == 2 and not output.exists()
+    kept = subprocess.run(command[:5] + ["--stand-in-on-failure"] + command[5:], capture_output=True, text=True)
+    assert kept.returncode == 0 and "wrote a stand-in page" in kept.stderr
+    page = nbformat.read(output, as_version=4)
+    assert "not built" in page.cells[0].source and "KeyError" in page.cells[0].source
+    assert output.stat().st_mtime == 0, "make sees the stand-in as out of date and retries it"
+    assert (tmp_path / "out" / "page.failed.ipynb").is_file()
