@@ -13,6 +13,14 @@ def root() -> Path:
     return ROOT
 
 
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory) -> dict:
+    """Seeded tiny open_clip weights, saved once and registered under open_clip's pretrained names."""
+    from tiny_clip import register_tiny_weights
+
+    return register_tiny_weights(tmp_path_factory.mktemp("tiny_weights"))
+
+
 def run_python(code: str, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter (imports and op registrations start clean)."""
     return subprocess.run(

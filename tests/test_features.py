@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from tiny_clip import EMBED_DIM, TINY_B, TINY_L, register_tiny_weights, save_tiny_weights, tiny_config
+from tiny_clip import EMBED_DIM, TINY_B, TINY_L, save_tiny_weights, tiny_config
 from torchvision import transforms as T
 
 from cap.data.images import ImageReadError, load_rgb
@@ -30,11 +30,6 @@ from cap.models.openclip_backbone import OpenClipBackbone
 
 CLASSES = ["forest", "river", "annual crop land"]
 N_IMAGES = 12
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> dict:
-    return register_tiny_weights(tmp_path_factory.mktemp("tiny_weights"))
 
 
 @pytest.fixture(autouse=True)

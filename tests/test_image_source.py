@@ -13,7 +13,7 @@ import pytest
 import torch
 from datagen import write_dataset
 from PIL import Image
-from tiny_clip import TINY_B, register_tiny_weights, tiny_config
+from tiny_clip import TINY_B, tiny_config
 
 from cap.config import make_config, resolve
 from cap.data.images import load_rgb
@@ -42,8 +42,9 @@ def clean_env():
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> str:
-    return str(register_tiny_weights(tmp_path_factory.mktemp("tiny_weights"))[TINY_B])
+def weights(weights) -> str:
+    """The tiny ViT-B weights file (the session's tiny weights, conftest.py)."""
+    return str(weights[TINY_B])
 
 
 def _gradient(k: int) -> Image.Image:

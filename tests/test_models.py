@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import QuickGELU
-from tiny_clip import (EMBED_DIM, LAYERS, TINY_B, TINY_L, create_tiny, register_tiny_weights, save_tiny_weights,
+from tiny_clip import (EMBED_DIM, LAYERS, TINY_B, TINY_L, create_tiny, save_tiny_weights,
                        tiny_config)
 
 from cap.errors import CapError, ParameterError, UnknownNameError
@@ -20,11 +20,6 @@ from cap.models.config import ModelConfig
 from cap.models.openclip_backbone import OpenClipBackbone
 
 CLASSES = ["forest", "river", "annual crop land"]
-
-
-@pytest.fixture(scope="session")
-def weights(tmp_path_factory) -> dict:
-    return register_tiny_weights(tmp_path_factory.mktemp("tiny_weights"))
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ import cap  # noqa: F401  (before open_clip: CPU torchvision fix)
 import numpy as np
 import pytest
 from datagen import write_dataset
-from tiny_clip import TINY_B, register_tiny_weights, tiny_config
+from tiny_clip import TINY_B, tiny_config
 
 from cap.data.splits import trzsl_split
 from cap.errors import ParameterError, UnknownNameError
@@ -88,11 +88,6 @@ def test_score_errors():
 
 
 # ----------------------------------------------------------------------------- end to end
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> dict:
-    return register_tiny_weights(tmp_path_factory.mktemp("tiny_weights"))
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")

@@ -262,8 +262,9 @@ def _label(label_text: str, n_classes: int, where: str, info: DatasetInfo, names
     return label
 
 
-def _read_numbered_lists(info: DatasetInfo, folder: Path, names_file: str = "class_names.txt") -> _Parsed:
-    """DTD and Flowers102: the integer label indexes the dataset's own class file."""
+def _read_split_lists(info: DatasetInfo, folder: Path, names_file: str, class_of) -> _Parsed:
+    """train/val/test.txt lists of "relative-path label" lines, classes named in ``names_file``;
+    ``class_of(relative, label_text, where, names)`` says which of those names a line belongs to."""
     names = [line for _, line in _text_lines(folder / names_file, info)]
     index = _class_index(info, names, folder / names_file)
     splits = {}
@@ -272,29 +273,31 @@ def _read_numbered_lists(info: DatasetInfo, folder: Path, names_file: str = "cla
         for number, text in _text_lines(folder / f"{split}.txt", info):
             where = f"{split}.txt:{number}"
             relative, label_text = _index_line(text, where, info)
-            label = _label(label_text, len(names), where, info, names_file)
-            items.append(_Item(folder / split / relative, index[names[label]], where))
+            items.append(_Item(folder / split / relative, index[class_of(relative, label_text, where, names)], where))
         splits[split] = items
     return splits["train"] + splits["val"], splits["test"], {s: len(v) for s, v in splits.items()}
+
+
+def _read_numbered_lists(info: DatasetInfo, folder: Path, names_file: str = "class_names.txt") -> _Parsed:
+    """DTD and Flowers102: the integer label indexes the dataset's own class file."""
+
+    def class_of(relative, label_text, where, names):
+        return names[_label(label_text, len(names), where, info, names_file)]
+
+    return _read_split_lists(info, folder, names_file, class_of)
 
 
 def _read_fgvc(info: DatasetInfo, folder: Path) -> _Parsed:
     """FGVC-Aircraft: the class is the image's folder (a name in labels.txt); the label number is unused."""
-    names = [line for _, line in _text_lines(folder / "labels.txt", info)]
-    index = _class_index(info, names, folder / "labels.txt")
-    splits = {}
-    for split in ("train", "val", "test"):
-        items = []
-        for number, text in _text_lines(folder / f"{split}.txt", info):
-            where = f"{split}.txt:{number}"
-            relative, _ = _index_line(text, where, info)
-            variant = relative.split("/")[0].strip()
-            if "/" not in relative or variant not in index:
-                raise SplitFileError(f"{info.title}: {where}: class folder {variant!r} of {relative!r} "
-                                     "is not a variant of labels.txt")
-            items.append(_Item(folder / split / relative, index[variant], where))
-        splits[split] = items
-    return splits["train"] + splits["val"], splits["test"], {s: len(v) for s, v in splits.items()}
+
+    def class_of(relative, label_text, where, names):
+        variant = relative.split("/")[0].strip()
+        if "/" not in relative or variant not in names:
+            raise SplitFileError(f"{info.title}: {where}: class folder {variant!r} of {relative!r} "
+                                 "is not a variant of labels.txt")
+        return variant
+
+    return _read_split_lists(info, folder, "labels.txt", class_of)
 
 
 def _load_json(path: Path, info: DatasetInfo) -> dict:
