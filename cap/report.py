@@ -7,7 +7,6 @@ mean ± std over seeds, every seed's value, the paper's number, its provenance a
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -23,11 +22,6 @@ PARADIGM_TITLES = {"ssl": "SSL", "ul": "UL", "trzsl": "TRZSL"}
 NOT_RUN = "not run yet"
 
 
-def load_record(key: str, records_dir: str | Path) -> dict | None:
-    path = Path(records_dir) / f"run-{key}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def collect(matrix: str, profile: str, records_root: str | Path = DEFAULT_RECORDS, **filters) -> pd.DataFrame:
     """One row per planned run: its labels, state (done / missing / failed / stale), the headline
     value (top-1, or H in TRZSL) and the record itself (``None`` unless done)."""
@@ -35,7 +29,7 @@ def collect(matrix: str, profile: str, records_root: str | Path = DEFAULT_RECORD
     rows = []
     for run in plan(matrix, profile, **filters):
         status = record_status(run.key, records_dir)
-        record = load_record(run.key, records_dir) if status.state == "done" else None
+        record = status.record
         rows.append(run.labels | {"state": status.state, "detail": status.detail,
                                   "value": record["results"]["headline"] if record else np.nan, "record": record})
     columns = ["matrix", "dataset", "paradigm", "method", "variant", "sweep", "seed", "key", "state", "detail",
@@ -81,6 +75,7 @@ def summarise(runs: pd.DataFrame, by: list[str], paper: bool = True, reference_v
                 reference_variant is None or row.get("variant") == reference_variant)
             ref = reference_number(row["method"], row["paradigm"], row["dataset"]) if comparable else None
             row |= {"paper": ref.value if ref else np.nan,
+                    "verified": ref.verified if ref else None,
                     "source": (ref.source + (" (verified)" if ref.verified else " (unverified)")) if ref else "not transcribed",
                     "difference": row["mean"] - ref.value if ref and len(done) else np.nan}
         rows.append(row)
@@ -155,7 +150,7 @@ def wide_html(cells: pd.DataFrame, rows: str = "method", columns: str = "dataset
     for (_, cell), (_, raw) in zip(shown.iterrows(), cells.iterrows()):
         text = f"<b>{escape(cell['ours'])}</b>"
         if "paper" in cells and not (isinstance(raw["paper"], float) and math.isnan(raw["paper"])):
-            flag = "verified" if "(verified)" in raw["source"] else "unverified"
+            flag = "verified" if raw["verified"] else "unverified"
             text += f"<br><small>paper {raw['paper']:.2f} ({flag})"
             if not math.isnan(raw["difference"]):
                 text += f", Δ {raw['difference']:+.2f}"

@@ -75,6 +75,22 @@ def write_record(directory: str | Path, kind: str, config: dict, results: dict) 
     return path
 
 
+class StaleRecordError(CapError):
+    """A record that is unreadable or written by another layout version: rerun its run."""
+
+
+def read_current_record(path: str | Path) -> dict:
+    """The record at ``path``; StaleRecordError if it cannot be read or has another layout version."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise StaleRecordError(f"{path} cannot be read ({err})") from err
+    version = record.get("version", 1)
+    if version != RECORD_VERSION:
+        raise StaleRecordError(f"record version {version}, this code writes {RECORD_VERSION}")
+    return record
+
+
 def read_records(directory: str | Path, kind: str | None = None) -> list[dict]:
     """Every record in ``directory`` (optionally of one kind); unreadable files are an error naming them."""
     records = []

@@ -17,13 +17,13 @@ import time
 import sys
 from collections import defaultdict
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cap.datasets import get_dataset
 from cap.errors import CapError
 from cap.matrix import PlannedRun, get_profile, load_matrix, matrix_names, plan
-from cap.results import RECORD_VERSION
+from cap.results import StaleRecordError, read_current_record
 
 log = logging.getLogger(__name__)
 
@@ -41,21 +41,20 @@ class RunsFailed(CapError):
 class RunStatus:
     state: str  # done, failed, stale, missing
     detail: str = ""
+    record: dict | None = field(default=None, compare=False, repr=False)  # the record, when done
 
 
 def record_status(key: str, records_dir: str | Path) -> RunStatus:
-    """What the records folder holds for run ``key``: a current record (done), a record of another
-    layout version (stale: rerun it), a failure record (failed, with its error) or nothing."""
+    """What the records folder holds for run ``key``: a current record (done, with the record), one
+    that is unreadable or of another layout version (stale: rerun it), a failure record (failed,
+    with its error) or nothing."""
     records_dir = Path(records_dir)
     path = records_dir / f"run-{key}.json"
     if path.is_file():
         try:
-            version = json.loads(path.read_text()).get("version", 1)
-        except (OSError, json.JSONDecodeError) as err:
-            return RunStatus("stale", f"{path} cannot be read ({err})")
-        if version != RECORD_VERSION:
-            return RunStatus("stale", f"record version {version}, this code writes {RECORD_VERSION}")
-        return RunStatus("done")
+            return RunStatus("done", record=read_current_record(path))
+        except StaleRecordError as err:
+            return RunStatus("stale", str(err))
     failed = records_dir / f"failed-{key}.json"
     if failed.is_file():
         try:
@@ -85,7 +84,7 @@ def execute(run: PlannedRun, records_dir: str | Path, force: bool = False) -> Ru
     from cap.methods import run as run_config
 
     try:
-        run_config(run.config, records_dir, force=force or record_status(run.key, records_dir).state == "stale")
+        run_config(run.config, records_dir, force=force)
     except Exception as err:  # recorded as failed-<key>.json with its traceback; the others go on
         log.error("run %s (%s) failed: %s: %s", run.key, run.labels, type(err).__name__, err)
         return RunStatus("failed", f"{type(err).__name__}: {err}")

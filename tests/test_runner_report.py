@@ -132,3 +132,14 @@ def test_run_notebook_rejects_a_parameter_of_the_wrong_type(tmp_path, root):
         run_notebook(root / "notebooks/run.md", tmp_path / "x.ipynb", {"force": "yes"})
     with pytest.raises(ParameterError, match="unknown notebook parameter 'matrix'"):
         run_notebook(root / "notebooks/run.md", tmp_path / "x.ipynb", {"matrix": "table1"})
+
+
+def test_a_stale_record_is_rerun_not_reused(tmp_path):
+    from cap.methods import run as run_config
+
+    (zero_shot,) = plan("figure1_2", "sim", datasets=["eurosat"])
+    path = fake_record(tmp_path, zero_shot, 99.0, version=1)
+    assert run_config(zero_shot.config, tmp_path) == path
+    record = json.loads(path.read_text())
+    assert record["version"] == RECORD_VERSION and record["results"]["headline"] != 99.0
+    assert execute(zero_shot, tmp_path).state == "done" and record_status(zero_shot.key, tmp_path).record == record

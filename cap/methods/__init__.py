@@ -1,6 +1,7 @@
 """Run one configuration end to end and write its results record.
 
-``run(config, out_dir)`` resolves the config, skips it when its record exists (unless forced),
+``run(config, out_dir)`` resolves the config, skips it when a current record exists (unless forced;
+a stale record, of another layout version, is rerun),
 builds the source and backbone, runs the method (resuming from a checkpoint when a previous
 attempt was killed) and writes ``run-<config hash>.json`` atomically.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 
 from cap.config import RunConfig, as_dict, resolve
-from cap.results import config_hash, write_record
+from cap.results import StaleRecordError, config_hash, read_current_record, write_record
 from cap.sources import make_source
 from cap.training import RunInterrupted, headline
 
@@ -46,8 +47,12 @@ def run(config: RunConfig, out_dir: str | Path, force: bool = False, stop_after_
     out_dir = Path(out_dir)
     path = out_dir / f"run-{key}.json"
     if path.exists() and not force:
-        log.info("record %s exists: skipped", path)
-        return path
+        try:
+            read_current_record(path)
+            log.info("record %s exists: skipped", path)
+            return path
+        except StaleRecordError as err:  # an older layout (or a broken file) is rerun, never reused
+            log.info("record %s is stale (%s): rerunning", path, err)
     run_dir = out_dir / "checkpoints" / key
     if force:
         shutil.rmtree(run_dir, ignore_errors=True)
