@@ -4,9 +4,9 @@
                                  [--precision auto] [--weights FILE] [--with-decode] [--workers 4]
 
 Why: feature extraction is the one pass over every image that all methods share, and it must be
-batched (``cap.features``). This measures what batching buys on the current device. The encoder
+batched (``cap.sources.feature_cache``). This measures what batching buys on the current device. The encoder
 is fed synthetic tensors already on the device, so the number is the model's, not JPEG decoding's
-or the disk's; ``--with-decode`` adds an end-to-end run of ``cap.features.extract_image_features``
+or the disk's; ``--with-decode`` adds an end-to-end run of ``cap.sources.feature_cache.extract_image_features``
 over generated JPEGs (decode, preprocess, transfer, forward, cache write).
 
 Without a weights file (``--weights`` or ``$CAP_CLIP_WEIGHTS``) the model is randomly initialised:
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from cap.models.clip import WEIGHTS_ENV, autocast_context, load_clip, resolve_device, resolve_precision
-from cap.models.config import ModelConfig
+from cap.models.model_config import ModelConfig
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -99,7 +99,7 @@ def decode_throughput(model, preprocess, tokenizer, config: ModelConfig, args: a
     """Images/second of ``extract_image_features`` over generated 320x240 JPEGs (fresh cache)."""
     from PIL import Image
 
-    from cap.features import extract_image_features
+    from cap.sources.feature_cache import extract_image_features
     from cap.models.openclip_backbone import OpenClipBackbone
 
     backbone = OpenClipBackbone.from_model(model, tokenizer, ["object"], config, preprocess=preprocess)

@@ -48,8 +48,8 @@ from cap.config import make_config, resolve
 from cap.data.splits import make_split
 from cap.methods.cap import CapTrainer
 from cap.models.clip import WEIGHTS_ENV, resolve_device, resolve_precision
-from cap.models.config import ModelConfig
-from cap.sources import Source
+from cap.models.model_config import ModelConfig
+from cap.sources.base import Source
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -186,7 +186,8 @@ def time_steps(args: argparse.Namespace) -> dict:
 
 
 def time_sim(args: argparse.Namespace) -> dict:
-    from cap.methods import load, run
+    from cap.experiments.records import read_current_record as load
+from cap.experiments.runs import run
 
     config = make_config(dataset=args.sim, paradigm=args.paradigm, backend="sim", method="cap", epochs=args.sim_epochs)
     with tempfile.TemporaryDirectory() as folder:

@@ -1,70 +1,56 @@
 """CAP companion: concept alignment and confusion-aware calibrated margin for CLIP pseudolabels.
 
-Importing ``cap`` makes a later ``import torchvision`` (and so ``import open_clip``) work on a
-CPU-only torch build paired with a CUDA torchvision wheel; see :func:`ensure_torchvision_importable`.
-The fix runs lazily, right before torchvision's first import, so ``import cap`` stays cheap.
+The names a user wants, by layer (imported on first use, so ``import cap`` stays cheap):
+
+* the paper's math (:mod:`cap.core`): ``leaderboard_topk``, ``find_mismatch``, ``align_concepts``,
+  ``confusion_margin``, ``margin_cross_entropy``, ``cpl_candidates``, ``grip_budget``, ``harmonic_mean``;
+* the simulator (:mod:`cap.sim`): ``make_problem``;
+* runs (:mod:`cap.config`, :mod:`cap.methods`, :mod:`cap.experiments`): ``RunConfig``,
+  ``make_config``, ``CapTrainer``, ``run``, ``run_matrices``.
+
+Importing ``cap`` also makes a later ``import torchvision`` work on a CPU-only torch paired with a
+CUDA torchvision wheel (:mod:`cap._torchvision`).
 """
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
-import importlib.util
-import sys
-from pathlib import Path
+import importlib
+
+from cap._torchvision import ensure_torchvision_importable, install_hook
+from cap.errors import CapError
 
 __version__ = "0.1.0"
 
-# Keeps the schema definitions registered for the life of the process.
-_TORCHVISION_SCHEMAS = None
+install_hook()
+
+_PUBLIC = {
+    "leaderboard_topk": "cap.core.pseudolabels",
+    "grip_budget": "cap.core.pseudolabels",
+    "cpl_candidates": "cap.core.pseudolabels",
+    "find_mismatch": "cap.core.concepts",
+    "align_concepts": "cap.core.concepts",
+    "confusion_margin": "cap.core.margin",
+    "margin_cross_entropy": "cap.core.losses",
+    "harmonic_mean": "cap.core.metrics",
+    "make_problem": "cap.sim",
+    "RunConfig": "cap.config",
+    "make_config": "cap.config",
+    "CapTrainer": "cap.methods.cap",
+    "run": "cap.experiments.runs",
+    "run_matrices": "cap.experiments.runner",
+}
 
 
-def ensure_torchvision_importable() -> bool:
-    """Define the ``torchvision::nms``/``qnms`` op schemas when torchvision cannot provide them.
-
-    A CUDA torchvision wheel on a CPU-only torch cannot load its ``_C`` extension, and its
-    fake-tensor registrations then fail with ``operator torchvision::nms does not exist``.
-    Defining the two schemas it registers unconditionally lets ``import torchvision`` finish.
-    Nothing is defined when the extension loads (a matching install) or the ops already exist.
-
-    Returns True when the schemas had to be defined.
-    """
-    global _TORCHVISION_SCHEMAS
-    spec = importlib.util.find_spec("torchvision")
-    if spec is None or not spec.submodule_search_locations:
-        return False
-    import torch
-
-    if not hasattr(torch.ops.torchvision, "nms"):
-        package = Path(next(iter(spec.submodule_search_locations)))
-        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-            if (package / f"_C{suffix}").is_file():
-                try:  # what torchvision itself does first; harmless to do twice
-                    torch.ops.load_library(str(package / f"_C{suffix}"))
-                except OSError:
-                    pass
-                break
-    if hasattr(torch.ops.torchvision, "nms"):
-        return False
-    _TORCHVISION_SCHEMAS = torch.library.Library("torchvision", "DEF")
-    for op in ("nms", "qnms"):
-        _TORCHVISION_SCHEMAS.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    return True
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'cap' has no attribute {name!r}")
 
 
-class _BeforeTorchvisionImport(importlib.abc.MetaPathFinder):
-    """Runs :func:`ensure_torchvision_importable` once, just before torchvision is first imported."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name == "torchvision":
-            sys.meta_path.remove(self)
-            ensure_torchvision_importable()
-        return None  # the normal finders do the import
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 
-if "torchvision" not in sys.modules and not any(isinstance(f, _BeforeTorchvisionImport) for f in sys.meta_path):
-    sys.meta_path.insert(0, _BeforeTorchvisionImport())
-
-from cap.errors import CapError  # noqa: E402
-
-__all__ = ["CapError", "__version__", "ensure_torchvision_importable"]
+__all__ = ["CapError", "__version__", "ensure_torchvision_importable", *_PUBLIC]

@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _runs(args) -> int:
-    from cap.runner import DEFAULT_RECORDS, describe, record_status, run_matrices, select
+    from cap.experiments.records import DEFAULT_RECORDS, record_status
+    from cap.experiments.runner import describe, run_matrices, select
 
     if args.list:
         records = args.records or DEFAULT_RECORDS / args.profile
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "notebook":
-            from cap.notebooks import NotebookError, run_notebook, write_failure_page
+            from cap.experiments.notebooks import NotebookError, run_notebook, write_failure_page
 
             try:
                 run_notebook(args.source, args.output, _parameters(args.parameter))
@@ -105,13 +106,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {err}\n(wrote a stand-in page; the book still builds)", file=sys.stderr)
         elif args.command == "run":
             from cap.config import make_config
-            from cap.methods import load, run
+            from cap.experiments.records import read_current_record
+            from cap.experiments.runs import run
 
             overrides = dict(_assignment(item) for item in args.set)
             config = make_config(dataset=args.dataset, paradigm=args.paradigm, method=args.method, seed=args.seed,
                                  backend=args.backend, **overrides)
             path = run(config, args.out, force=args.force)
-            results = load(path)["results"]
+            results = read_current_record(path)["results"]
             print(f"{args.method} on {args.dataset} ({args.paradigm}, seed {args.seed}): "
                   f"{results['headline']:.2f}  record: {path}")
         elif args.command == "runs":
@@ -129,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "data":
             from cap.data.check import check_dataset, format_check
             from cap.data.readers import data_root
-            from cap.datasets import get_dataset
+            from cap.data.registry import get_dataset
 
             rows = check_dataset(args.dataset, args.root, paradigm=args.paradigm)
             print(format_check(rows, f"{get_dataset(args.dataset).title} under {data_root(args.root)}"))

@@ -7,22 +7,11 @@ import dataclasses
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from cap.datasets import check_paradigm, get_dataset
+from cap.data.registry import check_paradigm, get_dataset
 from cap.errors import ParameterError, UnknownNameError, check_float, check_int, matches_types
 
-METHODS = ("zero_shot", "fpl", "grip", "cpl", "cap")
+METHOD_NAMES = ("zero_shot", "fpl", "grip", "cpl", "cap")  # registered in cap.methods
 BACKENDS = ("sim", "openclip")
-
-# CPL's per-dataset hyper-parameters (run-textPT_ALL.sh): alpha, beta for UL/SSL, gamma for TRZSL.
-CPL_HYPER = {
-    "eurosat": (0.75, 0.80, 3.0),
-    "flowers102": (0.60, 0.99, 1.0),
-    "fgvc_aircraft": (0.90, 0.97, 1.5),
-    "cub": (0.75, 0.99, 2.25),
-    "dtd": (0.75, 0.95, 2.0),
-    "resisc45": (0.90, 0.97, 2.0),
-}
-
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -89,14 +78,14 @@ class RunConfig:
     prompt_depth: int = 8  # MaPLe depth (official 8; vanilla MaPLe 9)
     template_bug: bool = True  # official prompt string "a photo of a {}<class>"
     data_root: str | None = None
-    descriptions: str | None = None  # YAML of class descriptions for concept alignment; None: cap/descriptions/<dataset>.yml
+    descriptions: str | None = None  # YAML of class descriptions for concept alignment; None: cap/data/descriptions/<dataset>.yml
 
     def replace(self, **changes: Any) -> RunConfig:
         return replace(self, **changes)
 
 
 CHOICES = {
-    "method": METHODS,
+    "method": METHOD_NAMES,
     "backend": BACKENDS,
     "delta": ("code", "paper"),
     "mismatch_source": ("detect", "official"),
@@ -142,26 +131,25 @@ def resolve(config: RunConfig) -> RunConfig:
     for key in ("lr", "momentum", "weight_decay", "baseline_lr", "baseline_weight_decay", "sim_prompt_lr_scale"):
         check_float(key, getattr(config, key), 0.0)
 
-    fgvc = info.name == "fgvc_aircraft"
-    k = config.k if config.k is not None else (6 if info.name == "flowers102" and config.official_flowers_k else 16)
+    official = info.official_overrides  # the official code's per-dataset changes (cap/data/registry.yml)
+    k = config.k if config.k is not None else int(official.get("k", 16) if config.official_flowers_k else 16)
     margin_scale = config.margin_scale
-    if margin_scale is None:
-        margin_scale = 14.0 if fgvc and not config.official_fgvc_margin else 12.0
-    alpha, beta, gamma = CPL_HYPER[info.name]
+    if margin_scale is None:  # the official code's dataset value is overwritten by the environment's 12
+        margin_scale = 12.0 if config.official_fgvc_margin else float(official.get("margin_scale", 12.0))
     changes = dict(
         dataset=info.name,
         paradigm=paradigm,
         k=check_int("k", k, 1),
-        tau=check_float("tau", config.tau if config.tau is not None else (0.5 if fgvc else 0.85), 0.0, 1.0),
+        tau=check_float("tau", config.tau if config.tau is not None else float(official.get("tau", 0.85)), 0.0, 1.0),
         max_main_ratio=check_float("max_main_ratio", config.max_main_ratio if config.max_main_ratio is not None
-                                   else (0.6 if fgvc else 0.8), 0.0, 1.0),
+                                   else float(official.get("max_main_ratio", 0.8)), 0.0, 1.0),
         margin_scale=check_float("margin_scale", margin_scale, 0.0),
-        rounds=check_int("rounds", config.rounds if config.rounds is not None else (5 if info.name == "cub" else 10), 1),
-        cpl_alpha=check_float("cpl_alpha", config.cpl_alpha if config.cpl_alpha is not None else alpha, 0.0, 1.0),
+        rounds=check_int("rounds", config.rounds if config.rounds is not None else info.rounds, 1),
+        cpl_alpha=check_float("cpl_alpha", config.cpl_alpha if config.cpl_alpha is not None else info.cpl.alpha, 0.0, 1.0),
         cpl_beta=config.cpl_beta,  # TRZSL's beta depends on the number of unseen classes: see cpl_beta()
     )
     if config.cpl_beta is None and paradigm != "trzsl":
-        changes["cpl_beta"] = beta
+        changes["cpl_beta"] = info.cpl.beta
     if changes["cpl_beta"] is not None:
         check_float("cpl_beta", changes["cpl_beta"], 0.0, 1.0)
     return replace(config, **changes)
@@ -171,13 +159,7 @@ def cpl_beta(config: RunConfig, n_unseen: int) -> float:
     """CPL's β: the per-dataset value in UL/SSL; 1 − γ/C_unseen in TRZSL."""
     if config.cpl_beta is not None:
         return config.cpl_beta
-    return 1.0 - CPL_HYPER[config.dataset][2] / n_unseen
-
-
-def prompt_lr(config: RunConfig, lr: float) -> float:
-    """Learning rate of the backend's prompt parameters: the feature backend's shared maps are far
-    more expressive than a few prompt tokens, so they take ``sim_prompt_lr_scale`` times ``lr``."""
-    return lr * config.sim_prompt_lr_scale if config.backend == "sim" else lr
+    return 1.0 - get_dataset(config.dataset).cpl.gamma / n_unseen
 
 
 def as_dict(config: RunConfig) -> dict:

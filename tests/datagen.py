@@ -14,8 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from cap.data.readers import EUROSAT_FOLDERS, FOLDERS
-from cap.datasets import get_dataset
+from cap.data.registry import dataset_names, get_dataset
 
 SIZE = 8
 _jpeg_cache: dict[int, bytes] = {}
@@ -54,7 +53,7 @@ def expected_sizes(name: str, n_train: int = 1, n_val: int = 1, n_test: int = 1)
 def write_dataset(name: str, root: Path, n_train: int = 1, n_val: int = 1, n_test: int = 1) -> Path:
     """Write one dataset under ``root`` in its official layout; returns the dataset folder."""
     info = get_dataset(name)
-    folder = Path(root) / FOLDERS[info.name]
+    folder = Path(root) / info.folder
     counts = {"train": n_train, "val": n_val, "test": n_test}
     {"flowers102": _flowers, "resisc45": _resisc, "dtd": _dtd, "eurosat": _eurosat, "cub": _cub,
      "fgvc_aircraft": _fgvc}[info.name](info.classnames, folder, counts)
@@ -62,7 +61,7 @@ def write_dataset(name: str, root: Path, n_train: int = 1, n_val: int = 1, n_tes
 
 
 def write_all(root: Path, n_train: int = 1, n_val: int = 1, n_test: int = 1) -> Path:
-    for name in FOLDERS:
+    for name in dataset_names():
         write_dataset(name, root, n_train, n_val, n_test)
     return Path(root)
 
@@ -117,7 +116,7 @@ def _eurosat(classnames, folder, counts):
     _lines(folder / "class_names.txt", list(classnames))
     test_lines = []
     for label, name in enumerate(classnames):
-        class_folder = EUROSAT_FOLDERS[name]
+        class_folder = get_dataset("eurosat").class_folders[name]
         total = counts["train"] + counts["val"] + counts["test"]
         for k in range(1, total + 1):
             _image(folder / class_folder / f"{class_folder}_{k}.jpg", label * 100 + k)

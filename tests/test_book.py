@@ -5,8 +5,8 @@ import re
 
 import yaml
 
-from cap.datasets import dataset_names
-from cap.matrix import matrix_names
+from cap.data.registry import dataset_names
+from cap.experiments.matrix import matrix_names
 
 
 def toc_files(toc: dict) -> list[str]:

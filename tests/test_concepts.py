@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cap.concepts import align_concepts, choose_descriptions, cluster_centroids, detect_mismatch, find_mismatch
+from cap.core.concepts import align_concepts, choose_descriptions, cluster_centroids, detect_mismatch, find_mismatch
 from cap.errors import ParameterError, UnknownNameError
 from cap.sim import make_problem
 

@@ -24,10 +24,10 @@ from cap.data import (
     ssl_shots,
     trzsl_split,
 )
-from cap.data.check import EXPECTED_COUNTS, check_dataset, format_check
+from cap.data.check import check_dataset, format_check
 from cap.data.images import ImageDataset, ImageReadError
 from cap.data.views import clip_normalisation, strong_view, weak_view
-from cap.datasets import dataset_names, get_dataset
+from cap.data.registry import dataset_names, get_dataset
 from cap.errors import CapError, ParameterError, UnknownNameError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -304,16 +304,17 @@ def test_make_split_for_the_three_paradigms(data):
     labels = read_dataset("dtd", data).train.labels  # 2 images per class
     n = len(labels)
     ul = make_split("ul", labels, 47)
-    assert ul.labelled == [] and ul.unlabelled == list(range(n)) and ul.seen == [] and ul.unseen == list(range(47))
+    assert ul.labelled == [] and ul.unlabelled == list(range(n)) and ul.seen == [] and ul.unseen == []
+    assert ul.pseudolabel_classes == list(range(47))
     ssl = make_split("SSL", labels, 47)
     assert ssl.paradigm == "ssl" and len(ssl.labelled) == 94 and ssl.unlabelled == []
     assert ssl.labelled == ssl_shots(labels, 2, 0)
     many = np.repeat(np.arange(5), 6)
     ssl = make_split("ssl", many, 5, n_label=2, validation_seed=0)
     assert sorted(ssl.labelled + ssl.unlabelled) == list(range(30)) and not set(ssl.labelled) & set(ssl.unlabelled)
-    assert np.bincount(many[ssl.labelled]).tolist() == [2] * 5 and ssl.unseen == list(range(5))
+    assert np.bincount(many[ssl.labelled]).tolist() == [2] * 5 and ssl.pseudolabel_classes == list(range(5))
     trzsl = make_split("trzsl", labels, 47, split_seed=500)
-    assert (trzsl.seen, trzsl.unseen) == trzsl_split(47, 500)
+    assert (trzsl.seen, trzsl.unseen) == trzsl_split(47, 500) and trzsl.pseudolabel_classes == trzsl.unseen
     assert sorted(trzsl.labelled + trzsl.unlabelled) == list(range(n))
     assert set(labels[trzsl.labelled]) == set(trzsl.seen) and set(labels[trzsl.unlabelled]) == set(trzsl.unseen)
     with pytest.raises(ParameterError, match="labels must lie in 0..46"):
@@ -397,7 +398,7 @@ def test_check_rows(data):
                                                       "test images in pool": 10}
     text = format_check([{"split": "test", "expected": 5, "found": 5, "status": "ok"}])
     assert "all counts match" in text
-    assert set(EXPECTED_COUNTS) == set(dataset_names())
+    assert all(get_dataset(n).expected_counts for n in dataset_names())
 
 
 def run_cli(*args, env_root=None):

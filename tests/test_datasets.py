@@ -1,6 +1,7 @@
 import pytest
 
-from cap.datasets import dataset_names, get_dataset, reference_number
+from cap.data.registry import dataset_names, get_dataset
+from cap.experiments.references import reference_number
 from cap.errors import CapError, UnknownNameError
 
 COUNTS = {"flowers102": 102, "resisc45": 45, "dtd": 47, "eurosat": 10, "cub": 200, "fgvc_aircraft": 100}

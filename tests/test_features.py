@@ -18,7 +18,7 @@ from torchvision import transforms as T
 
 from cap.data.images import ImageReadError, load_rgb
 from cap.errors import ParameterError
-from cap.features import (
+from cap.sources.feature_cache import (
     CACHE_ENV,
     cache_dir,
     extract_image_features,

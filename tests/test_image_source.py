@@ -17,12 +17,12 @@ from tiny_clip import TINY_B, tiny_config
 
 from cap.config import make_config, resolve
 from cap.data.images import load_rgb
-from cap.datasets import dataset_names, get_dataset
-from cap.descriptions import (PROVENANCE_KEYS, DescriptionsError, load_descriptions,
+from cap.data.registry import dataset_names, get_dataset
+from cap.data.description_texts import (PROVENANCE_KEYS, DescriptionsError, load_descriptions,
                               load_descriptions_file)
-from cap.features import CACHE_ENV
-from cap.image_source import ImageSource
-from cap.methods import run
+from cap.sources.feature_cache import CACHE_ENV
+from cap.sources.real_images import ImageSource
+from cap.experiments.runs import run
 from cap.methods.cap import CapTrainer
 from cap.models.clip import WEIGHTS_ENV
 from cap.models.openclip_backbone import OpenClipBackbone
@@ -168,7 +168,7 @@ def _write_yaml(path: Path, classes: dict, provenance: dict | None = None) -> Pa
 
 
 def test_shipped_descriptions_are_encoded_raw(source, frozen):
-    assert source.descriptions_source == "cap/descriptions/resisc45.yml"
+    assert source.descriptions_source == "cap/data/descriptions/resisc45.yml"
     features = source.description_features([AIRPLANE, CHAPARRAL, TERRACE])
     assert sorted(features) == [CHAPARRAL, TERRACE] and features[CHAPARRAL].shape == (5, 32)
     expected = frozen.encode_raw_text(load_descriptions(DATASET)["terrace"]).numpy()  # no template
@@ -242,7 +242,7 @@ def test_one_cap_step_changes_only_prompts_and_adapters(weights, data, source, t
     config = resolve(_config(weights, data, iters_per_epoch=1, batch_size=4, warmup_epochs=0, tau=0.0))
     backbone = OpenClipBackbone(tiny_config(weights=weights, prompt_depth=2), source.classnames)
     trainer = CapTrainer(config, source, backbone, tmp_path, torch.device("cpu"))
-    board, _ = trainer.initial_board()
+    board, _ = trainer.initial_dpl()
     margin = trainer.margin(board, np.ones(45, dtype=np.int64))  # D_PL prototypes through the source
     assert margin.shape == (45, 45)
     clip_before = {k: v.clone() for k, v in backbone.clip.state_dict().items()}

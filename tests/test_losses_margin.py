@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from cap.errors import UnknownNameError
-from cap.losses import margin_cross_entropy, masked_margin_cross_entropy, partial_label_loss
-from cap.margin import class_prototypes, class_similarity, confusion_margin
+from cap.core.losses import margin_cross_entropy, masked_margin_cross_entropy, partial_label_loss
+from cap.core.margin import class_prototypes, class_similarity, confusion_margin
 
 LOGITS = torch.tensor([[2.0, 1.0, 0.0]])
 TARGET = torch.tensor([0])

@@ -4,9 +4,9 @@ gives a clear error."""
 import pytest
 
 from cap.config import make_config
-from cap.datasets import dataset_names
+from cap.data.registry import dataset_names
 from cap.errors import UnknownNameError
-from cap.matrix import MatrixError, command, load_matrix, matrix_names, parse_matrix, plan
+from cap.experiments.matrix import MatrixError, command, load_matrix, matrix_names, parse_matrix, plan
 
 BASE = {"title": "t", "datasets": ["eurosat"], "paradigms": ["ul"], "methods": ["cap"], "seeds": [1],
         "profiles": {"sim": {}}}

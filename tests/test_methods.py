@@ -10,12 +10,14 @@ import torch
 
 from cap.config import make_config, resolve
 from cap.errors import ParameterError, UnknownNameError
-from cap.methods import load, run
+from cap.experiments.records import read_current_record as load
+from cap.experiments.runs import run
 from cap.methods.cap import CapTrainer
-from cap.methods.common import zero_shot_probs
-from cap.models.features import FeatureBackbone
-from cap.sources import SimSource, official_mismatched
-from cap.training import RunInterrupted, batch_order, warmup_cosine
+from cap.methods.engine import zero_shot_probs
+from cap.data.registry import get_dataset
+from cap.sources.simulated import SimSource
+from cap.methods.checkpoints import RunInterrupted
+from cap.methods.engine import batch_order, warmup_cosine
 
 # Detection (K-means rounds) is the slow part of a small run; tests that need it turn it back on.
 SMALL = dict(dataset="dtd", sim_train_per_class=24, sim_test_per_class=8, epochs=3, iters_per_epoch=4, batch_size=16,
@@ -29,7 +31,7 @@ def results(tmp_path, **changes):
 def trainer(tmp_path, **changes):
     config = resolve(make_config(**(SMALL | changes)))
     source = SimSource(config)
-    backbone = FeatureBackbone(torch.as_tensor(source.zero_shot_text), source.logit_scale)
+    backbone = source.make_backbone(config, "maple", torch.device("cpu"))
     return CapTrainer(config, source, backbone, tmp_path / "run", torch.device("cpu")), source
 
 
@@ -52,7 +54,7 @@ def test_record_holds_what_the_book_needs(tmp_path):
     assert all(len(h["sigma"]) == 47 for h in r["history"])
     assert r["history"][0]["margin_max"] == 0.0 and r["history"][1]["margin_max"] > 0
     assert [f["epoch"] for f in r["refreshes"]] == [0]
-    assert r["setup"]["zero_shot_board"]["size"] == 47 * 16
+    assert r["setup"]["zero_shot_dpl"]["size"] == 47 * 16
     assert r["wall_seconds"] > 0 and r["device"] == "cpu"
     assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
 
@@ -86,23 +88,23 @@ def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
 def test_concept_alignment_switch(tmp_path):
     on, source = trainer(tmp_path / "on", concept_alignment=True)
     off, _ = trainer(tmp_path / "off")
-    board_on, info_on = on.initial_board()
-    board_off, info_off = off.initial_board()
+    dpl_on, info_on = on.initial_dpl()
+    dpl_off, info_off = off.initial_dpl()
     assert "concept_alignment" in info_on and "concept_alignment" not in info_off
     found = info_on["concept_alignment"]["mismatched"]
     hits = sorted(set(found) & set(source.problem.mismatched))
     assert hits, (found, source.problem.mismatched)
     for c in hits:  # aligned pseudolabels of a planted class are more often right than zero-shot ones
-        assert (source.train_labels[board_on[c]] == c).mean() > (source.train_labels[board_off[c]] == c).mean()
+        assert (source.train_labels[dpl_on[c]] == c).mean() > (source.train_labels[dpl_off[c]] == c).mean()
     official, _ = trainer(tmp_path / "official", concept_alignment=True, mismatch_source="official")
-    assert official.initial_board()[1]["concept_alignment"]["mismatched"] == official_mismatched(official.config)
+    assert official.initial_dpl()[1]["concept_alignment"]["mismatched"] == get_dataset(official.config.dataset).official_mismatched_indices
 
 
 def test_description_choice_switch(tmp_path):
     best, source = trainer(tmp_path / "best", concept_alignment=True, description_choice="best_of_n")
     first, _ = trainer(tmp_path / "first", concept_alignment=True, description_choice="first")
-    a = best.initial_board()[1]["concept_alignment"]
-    b = first.initial_board()[1]["concept_alignment"]
+    a = best.initial_dpl()[1]["concept_alignment"]
+    b = first.initial_dpl()[1]["concept_alignment"]
     assert set(b["description_index"].values()) <= {0}
     quality = source.problem.description_quality
     assert np.mean([quality[int(c), i] for c, i in a["description_index"].items()]) >= \
@@ -129,7 +131,7 @@ def test_independent_adapters_switch(tmp_path):
 
 
 def test_k_tau_and_batch_size(tmp_path):
-    assert results(tmp_path / "k", k=4)["setup"]["zero_shot_board"]["size"] == 47 * 4
+    assert results(tmp_path / "k", k=4)["setup"]["zero_shot_dpl"]["size"] == 47 * 4
     assert all(h["masked_share"] == 1.0 for h in results(tmp_path / "t0", tau=0.0)["history"])
     assert all(h["masked_share"] == 0.0 for h in results(tmp_path / "t1", tau=1.0)["history"])
     big = results(tmp_path / "b", batch_size=32, tau=0.0)
@@ -203,7 +205,7 @@ def test_cli_run(tmp_path):
 
 def test_cap_beats_zero_shot_and_fpl_and_balances_predictions(tmp_path):
     """The headline claim on a small preset with planted mismatch (simulated RESISC45, short schedule)."""
-    from cap import metrics
+    from cap.core import metrics
 
     claim = dict(dataset="resisc45", sim_train_per_class=60, sim_test_per_class=30, epochs=20, iters_per_epoch=20)
     zs, fpl, cap = (load(run(make_config(**claim, method=m, baseline_epochs=20), tmp_path))["results"]
@@ -218,5 +220,5 @@ def test_cap_beats_zero_shot_and_fpl_and_balances_predictions(tmp_path):
     hits = set(setup["concept_alignment"]["mismatched"]) & planted
     assert hits
     for c in hits:  # JSON keys are strings
-        aligned = setup["concept_alignment"]["board"]["per_class_accuracy"][str(c)]
-        assert aligned > setup["zero_shot_board"]["per_class_accuracy"][str(c)]
+        aligned = setup["concept_alignment"]["dpl"]["per_class_accuracy"][str(c)]
+        assert aligned > setup["zero_shot_dpl"]["per_class_accuracy"][str(c)]

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from cap import metrics
+from cap.core import metrics
 from cap.errors import ParameterError
 
 
@@ -120,7 +120,7 @@ def test_group_scores_by_hand():
 
 
 def test_memoised_computes_once_per_distinct_input():
-    from cap.numeric import memoised
+    from cap.core.numeric import memoised
 
     calls = []
 

@@ -16,7 +16,7 @@ from tiny_clip import (EMBED_DIM, LAYERS, TINY_B, TINY_L, create_tiny, save_tiny
 
 from cap.errors import CapError, ParameterError, UnknownNameError
 from cap.models.clip import WEIGHTS_ENV, WeightsError, load_clip, prompt_strings
-from cap.models.config import ModelConfig
+from cap.models.model_config import ModelConfig
 from cap.models.openclip_backbone import OpenClipBackbone
 
 CLASSES = ["forest", "river", "annual crop land"]

@@ -8,7 +8,7 @@ import nbformat
 import pytest
 
 from cap.errors import ParameterError
-from cap.notebooks import NotebookError, check_parameters, run_notebook
+from cap.experiments.notebooks import NotebookError, check_parameters, run_notebook
 
 HEADER = textwrap.dedent(
     """\

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from cap.errors import ParameterError
-from cap.pseudolabels import (balanced_selection, confident_leaderboard, cpl_candidates, grip_k,
-                              leaderboard_topk, refresh_dpl, refresh_k)
+from cap.core.pseudolabels import (balanced_selection, confident_leaderboard, cpl_candidates, grip_budget,
+                              leaderboard_topk, refresh_dpl, dpl_size)
 
 BASIC = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.95, 0.05], [0.4, 0.6]])
 
@@ -43,11 +43,11 @@ def test_leaderboard_official_overflow_appends_without_sorting():
 
 
 def test_refresh_k_grows_until_70_percent_of_training():
-    assert refresh_k(0, 16, 100) == 16
-    assert refresh_k(5, 16, 100) == 16 + int(64 * 5 / 35)  # = 25
-    assert refresh_k(35, 16, 100) == 80 and refresh_k(45, 16, 100) == 80
-    assert refresh_k(45, 16, 2000) == 1000  # capped at 1000
-    assert refresh_k(45, 16, 100, max_ratio=0.6) == 60
+    assert dpl_size(0, 16, 100) == 16
+    assert dpl_size(5, 16, 100) == 16 + int(64 * 5 / 35)  # = 25
+    assert dpl_size(35, 16, 100) == 80 and dpl_size(45, 16, 100) == 80
+    assert dpl_size(45, 16, 2000) == 1000  # capped at 1000
+    assert dpl_size(45, 16, 100, max_ratio=0.6) == 60
 
 
 def test_confident_leaderboard():
@@ -67,12 +67,12 @@ def test_refresh_dpl_new_first_then_old():
 
 
 def test_grip_k():
-    assert grip_k(1, 1000, 10) == 10
-    assert grip_k(10, 1000, 10) == 100
-    assert grip_k(11, 1000, 10) == 100  # capped at |U|/C
-    assert grip_k(3, 1001, 3) == 100  # floor(3·1001/30) = floor(100.1)
+    assert grip_budget(1, 1000, 10) == 10
+    assert grip_budget(10, 1000, 10) == 100
+    assert grip_budget(11, 1000, 10) == 100  # capped at |U|/C
+    assert grip_budget(3, 1001, 3) == 100  # floor(3·1001/30) = floor(100.1)
     with pytest.raises(ParameterError):
-        grip_k(0, 1000, 10)
+        grip_budget(0, 1000, 10)
 
 
 P = np.array([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25], [0.1, 0.1, 0.8]])

@@ -9,13 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cap import report
+from cap.experiments import report
 from cap.config import as_dict
-from cap.matrix import plan
-from cap.notebooks import run_notebook
+from cap.experiments.matrix import plan
+from cap.experiments.notebooks import run_notebook
 from cap.errors import ParameterError
-from cap.results import RECORD_VERSION, write_record
-from cap.runner import execute, record_status, run_matrices, select, todo
+from cap.experiments.records import RECORD_VERSION, write_record
+from cap.experiments.records import record_status
+from cap.experiments.runner import execute, run_matrices, select, todo
 
 ZERO_SHOT_EUROSAT = dict(datasets=["eurosat"], paradigms=["ul"], methods=["zero_shot"])
 
@@ -135,7 +136,7 @@ def test_run_notebook_rejects_a_parameter_of_the_wrong_type(tmp_path, root):
 
 
 def test_a_stale_record_is_rerun_not_reused(tmp_path):
-    from cap.methods import run as run_config
+    from cap.experiments.runs import run as run_config
 
     (zero_shot,) = plan("figure1_2", "sim", datasets=["eurosat"])
     path = fake_record(tmp_path, zero_shot, 99.0, version=1)

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from cap import metrics
-from cap.datasets import dataset_names, reference_number
+from cap.core import metrics
+from cap.data.registry import dataset_names
+from cap.experiments.references import reference_number
 from cap.errors import ParameterError, UnknownNameError
 from cap.sim import make_problem, preset_config
 

@@ -19,10 +19,10 @@ from urllib.parse import urldefrag, urljoin, urlparse
 import pytest
 import yaml
 
-from cap.matrix import plan
-from cap.notebooks import run_notebook
-from cap.results import read_records
-from cap.runner import execute
+from cap.experiments.matrix import plan
+from cap.experiments.notebooks import run_notebook
+from cap.experiments.records import read_records
+from cap.experiments.runner import execute
 
 CHROMIUM = shutil.which("chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

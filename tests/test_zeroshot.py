@@ -15,12 +15,12 @@ from tiny_clip import TINY_B, tiny_config
 
 from cap.data.splits import trzsl_split
 from cap.errors import ParameterError, UnknownNameError
-from cap.features import CACHE_ENV
+from cap.sources.feature_cache import CACHE_ENV
 from cap.models.clip import WEIGHTS_ENV
 from cap.models.openclip_backbone import OpenClipBackbone
-from cap.notebooks import NotebookError, run_notebook
-from cap.results import read_records
-from cap.zeroshot import evaluate_zero_shot, run_zero_shot, zero_shot_predictions
+from cap.experiments.notebooks import NotebookError, run_notebook
+from cap.experiments.records import read_records
+from cap.methods.zero_shot import evaluate_zero_shot, run_zero_shot, zero_shot_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "zero_shot_real.md"
@@ -172,7 +172,7 @@ def test_notebook_fails_with_the_cap_error_when_data_is_missing(tmp_path):
 def test_notebook_parameters_are_papermill_readable():
     import jupytext
 
-    from cap.notebooks import declared_parameters
+    from cap.experiments.notebooks import declared_parameters
 
     declared = declared_parameters(jupytext.read(NOTEBOOK))
     assert declared["data_root"]["type"] == "Optional[str]" and declared["template_bug"]["type"] == "bool"

@@ -18,7 +18,7 @@ import torch
 from open_clip import pretrained as oc_pretrained
 from open_clip.factory import _MODEL_CONFIGS
 
-from cap.models.config import ModelConfig
+from cap.models.model_config import ModelConfig
 
 TINY_B, TINY_L = "cap-tiny-b32", "cap-tiny-l14"
 IMAGE_SIZE = 32

@@ -6,22 +6,7 @@ from pathlib import Path
 
 from cap.data.readers import read_dataset
 from cap.data.splits import make_split
-from cap.datasets import check_paradigm, get_dataset
-
-# Images per split file. ELEVATER datasets: "num_images" in Elevater_Toolkit_IC,
-# vision_benchmark/resources/datasets/vision_datasets.json (commit 0467557), the splits the
-# official code reads. CUB: the official train_test_split.txt of CUB-200-2011 (Wah et al., 2011).
-# EuroSAT's pool is whatever the class folders hold (the official code lists them), so it has no
-# fixed count: 27 000 if they hold the whole EuroSAT RGB archive that ELEVATER's lists index.
-EXPECTED_COUNTS: dict[str, dict[str, int | None]] = {
-    "flowers102": {"train": 1020, "val": 1020, "test": 6149},
-    "resisc45": {"train": 3150, "val": 3150, "test": 25200},
-    "dtd": {"train": 1880, "val": 1880, "test": 1880},
-    "eurosat": {"class folders": None, "test": 5000},
-    "cub": {"train": 5994, "test": 5794},
-    "fgvc_aircraft": {"train": 3334, "val": 3333, "test": 3333},
-}
-
+from cap.data.registry import check_paradigm, get_dataset
 
 def _row(split: str, expected: int | None, found: int) -> dict:
     status = "-" if expected is None else ("ok" if expected == found else "differs")
@@ -39,7 +24,7 @@ def check_dataset(name: str, root: str | Path | None = None, paradigm: str | Non
     if paradigm is not None:
         paradigm = check_paradigm(paradigm)
     files = read_dataset(info.name, root)
-    expected = EXPECTED_COUNTS[info.name]
+    expected = info.expected_counts
     rows = [_row(split, count, files.split_sizes[split]) for split, count in expected.items()]
     pool_parts = [expected[s] for s in ("train", "val") if s in expected]
     pool_expected = sum(pool_parts) if pool_parts and None not in pool_parts else None

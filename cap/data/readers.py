@@ -6,7 +6,7 @@ image paths as ``data/dataset.py`` does. This module reproduces what those two f
 copy that runs the official code reads here too, and the same images get the same labels:
 
 * the training pool is the train + val split files (CUB: the official train split);
-* class indices follow ``cap/classnames/<name>.txt``, which equals the official class files;
+* class indices follow ``cap/data/classnames/<name>.txt``, which equals the official class files;
   the class list on disk is checked against it;
 * images come in split-file order (train lines, then val lines), as the official code reads them,
   so the per-class SSL draw picks the same images. Where the official code lists a directory
@@ -26,39 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cap.datasets import DatasetInfo, get_dataset
+from cap.data.registry import DatasetInfo, dataset_names, get_dataset
 from cap.errors import CapError
 
 log = logging.getLogger(__name__)
 
 DATA_ROOT_ENV = "CAP_DATA_ROOT"
 
-# Folder of each dataset under the data root, spelled as in the official code (RESICS45 sic).
-FOLDERS = {
-    "flowers102": "Flowers102",
-    "resisc45": "RESICS45",
-    "dtd": "DTD",
-    "eurosat": "EuroSAT",
-    "cub": "CUB",
-    "fgvc_aircraft": "FGVCAircraft",
-}
-
-# EuroSAT's class folders (the dataset's own names) for the descriptive class names of the
-# official class file; test files are found in the folder named by their prefix (Forest_12.jpg).
-EUROSAT_FOLDERS = {
-    "annual crop land": "AnnualCrop",
-    "forest": "Forest",
-    "brushland or shrubland": "HerbaceousVegetation",
-    "highway or road": "Highway",
-    "industrial buildings or commercial buildings": "Industrial",
-    "pasture land": "Pasture",
-    "permanent crop land": "PermanentCrop",
-    "residential buildings or homes or apartments": "Residential",
-    "river": "River",
-    "lake or sea": "SeaLake",
-}
-
-# Files counted as images when a class folder is listed (the official code takes every entry).
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff"})
 
 LAYOUTS = {
@@ -165,13 +139,13 @@ def data_root(root: str | Path | None = None) -> Path:
     if root is None:
         raise DataRootError(
             f"no data root given: pass --root DIR (root=... in Python) or set {DATA_ROOT_ENV} to the "
-            f"folder that holds {', '.join(FOLDERS.values())}; book/getting_the_data.md says where "
+            f"folder that holds {', '.join(get_dataset(n).folder for n in dataset_names())}; book/getting_the_data.md says where "
             "to get them")
     path = Path(root).expanduser()
     if not path.is_dir():
         raise DataRootError(
             f"data root {path} is not a directory: pass --root DIR or set {DATA_ROOT_ENV} to the "
-            f"folder that holds {', '.join(FOLDERS.values())}")
+            f"folder that holds {', '.join(get_dataset(n).folder for n in dataset_names())}")
     return path.resolve()
 
 
@@ -183,7 +157,7 @@ def read_dataset(name: str, root: str | Path | None = None, eurosat_test_in_pool
     removes the test images from the pool (a clean protocol). Other datasets ignore it.
     """
     info = get_dataset(name)
-    folder = data_root(root) / FOLDERS[info.name]
+    folder = data_root(root) / info.folder
     if not folder.is_dir():
         raise DatasetFolderError(
             f"{info.title}: folder {folder} does not exist. Expected layout:\n{LAYOUTS[info.name]}\n"
@@ -232,12 +206,12 @@ def _class_index(info: DatasetInfo, disk_names: list[str], source: Path) -> dict
     if only_disk or only_shipped or len(disk_names) != len(shipped):
         duplicates = sorted({n for n in disk_names if disk_names.count(n) > 1})
         raise SplitFileError(
-            f"{info.title}: the classes in {source} differ from cap/classnames/{info.name}.txt "
+            f"{info.title}: the classes in {source} differ from cap/data/classnames/{info.name}.txt "
             f"(the official class list): only on disk {only_disk}, only in the class list {only_shipped}"
             + (f", repeated on disk {duplicates}" if duplicates else "")
             + ". Use the class files of the official code (see book/getting_the_data.md).")
     if tuple(disk_names) != info.classnames:
-        log.warning("%s: %s lists the classes in another order; labels follow cap/classnames/%s.txt",
+        log.warning("%s: %s lists the classes in another order; labels follow cap/data/classnames/%s.txt",
                     info.title, source, info.name)
     return {name: info.classnames.index(name) for name in disk_names}
 
@@ -346,13 +320,13 @@ def _read_eurosat(info: DatasetInfo, folder: Path, test_in_pool: bool) -> _Parse
     index = _class_index(info, names, folder / "class_names.txt")
     pool = []
     for classname in info.classnames:  # class order, as the official loop over classes
-        class_folder = folder / EUROSAT_FOLDERS[classname]
+        class_folder = folder / info.class_folders[classname]
         if not class_folder.is_dir():
             raise DatasetFolderError(f"{info.title}: class folder {class_folder} is missing. Expected layout:\n"
                                      f"{LAYOUTS[info.name]}")
         files = sorted(p for p in class_folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         pool += [_Item(p, index[classname], f"{class_folder.name}/") for p in files]
-    by_folder = {f: c for c, f in EUROSAT_FOLDERS.items()}
+    by_folder = {f: c for c, f in info.class_folders.items()}
     test = []
     for number, text in _text_lines(folder / "test.txt", info):
         where = f"test.txt:{number}"

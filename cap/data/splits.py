@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cap.datasets import check_paradigm
+from cap.data.registry import check_paradigm
 from cap.errors import ParameterError, check_int
 
 TRZSL_SEEN_FRACTION = 0.62
@@ -88,9 +88,9 @@ def ssl_shots(labels: Sequence[int], n_per_class: int = 2, seed: int = 0, *, n_c
 class ParadigmSplit:
     """Which pool images are labelled, and which classes get pseudolabels.
 
-    ``labelled``/``unlabelled`` index the training pool. ``seen``/``unseen`` are class indices:
-    the TRZSL class split, or for UL/SSL ``seen = []`` and ``unseen`` = all classes, i.e. the
-    classes whose images receive pseudolabels.
+    ``labelled``/``unlabelled`` index the training pool. ``seen``/``unseen`` are TRZSL's class
+    split (both empty in UL and SSL). ``pseudolabel_classes`` are the classes whose images receive
+    pseudolabels: the unseen classes in TRZSL, every class in UL and SSL.
     """
 
     paradigm: str
@@ -98,6 +98,7 @@ class ParadigmSplit:
     unlabelled: list[int]
     seen: list[int]
     unseen: list[int]
+    pseudolabel_classes: list[int]
 
 
 def make_split(paradigm: str, train_labels: Sequence[int], n_classes: int, split_seed: int = 500,
@@ -113,11 +114,12 @@ def make_split(paradigm: str, train_labels: Sequence[int], n_classes: int, split
     everything = list(range(len(labels)))
     all_classes = list(range(n_classes))
     if paradigm == "ul":
-        return ParadigmSplit(paradigm, [], everything, [], all_classes)
+        return ParadigmSplit(paradigm, [], everything, [], [], all_classes)
     if paradigm == "ssl":
         labelled = ssl_shots(labels, n_label, validation_seed, n_classes=n_classes)
         chosen = set(labelled)
-        return ParadigmSplit(paradigm, labelled, [i for i in everything if i not in chosen], [], all_classes)
+        return ParadigmSplit(paradigm, labelled, [i for i in everything if i not in chosen], [], [], all_classes)
     seen, unseen = trzsl_split(n_classes, split_seed)
     is_seen = np.isin(labels, seen)
-    return ParadigmSplit(paradigm, np.flatnonzero(is_seen).tolist(), np.flatnonzero(~is_seen).tolist(), seen, unseen)
+    return ParadigmSplit(paradigm, np.flatnonzero(is_seen).tolist(), np.flatnonzero(~is_seen).tolist(), seen, unseen,
+                         unseen)

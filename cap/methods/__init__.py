@@ -1,98 +1,42 @@
-"""Run one configuration end to end and write its results record.
+"""The methods, by name: what prompts each puts on a CLIP backbone and how it trains.
 
-``run(config, out_dir)`` resolves the config, skips it when a current record exists (unless forced;
-a stale record, of another layout version, is rerun),
-builds the source and backbone, runs the method (resuming from a checkpoint when a previous
-attempt was killed) and writes ``run-<config hash>.json`` atomically.
+``METHODS[name].train(config, source, backbone, run_dir, stop_after_epoch)`` returns the results of
+one run (metrics, history, timings); :func:`cap.experiments.runs.run` wraps it into a record.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import shutil
-import time
-import traceback
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 
-import torch
-
-from cap.config import RunConfig, as_dict, resolve
-from cap.results import StaleRecordError, config_hash, read_current_record, write_record
-from cap.sources import make_source
-from cap.training import RunInterrupted, headline
-
-log = logging.getLogger(__name__)
+from cap.config import METHOD_NAMES
+from cap.errors import UnknownNameError
+from cap.methods.baselines import train_cpl, train_fpl, train_grip, train_zero_shot
+from cap.methods.cap import train_cap
 
 
-def build_backbone(config: RunConfig, source, device: torch.device):
-    if config.backend == "sim":
-        from cap.models.features import FeatureBackbone
-
-        return FeatureBackbone(torch.as_tensor(source.zero_shot_text), source.logit_scale).to(device)
-    from cap.models.config import ModelConfig
-    from cap.models.openclip_backbone import OpenClipBackbone
-
-    prompt = "maple" if config.method == "cap" else "coop"
-    model_config = ModelConfig(backbone=config.backbone, pretrained=config.pretrained, weights=config.weights,
-                               precision=config.precision, prompt=prompt, prompt_depth=config.prompt_depth,
-                               template_bug=config.template_bug)
-    return OpenClipBackbone(model_config, source.classnames)
+@dataclass(frozen=True)
+class Method:
+    name: str
+    title: str
+    prompt: str  # prompts on the open_clip backbone: "maple" (CAP) or "coop" (the baselines)
+    train: Callable[..., dict]
 
 
-def run(config: RunConfig, out_dir: str | Path, force: bool = False, stop_after_epoch: int | None = None) -> Path:
-    """Run ``config`` unless its record exists; return the record's path."""
-    config = resolve(config)
-    key = config_hash(as_dict(config))
-    out_dir = Path(out_dir)
-    path = out_dir / f"run-{key}.json"
-    if path.exists() and not force:
-        try:
-            read_current_record(path)
-            log.info("record %s exists: skipped", path)
-            return path
-        except StaleRecordError as err:  # an older layout (or a broken file) is rerun, never reused
-            log.info("record %s is stale (%s): rerunning", path, err)
-    run_dir = out_dir / "checkpoints" / key
-    if force:
-        shutil.rmtree(run_dir, ignore_errors=True)
-    started = time.perf_counter()
-    torch.manual_seed(config.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        source = make_source(config)
-        backbone = build_backbone(config, source, device)
-        if config.method == "cap":
-            from cap.methods.cap import CapTrainer
-
-            results = CapTrainer(config, source, backbone, run_dir, device).run(stop_after_epoch)
-        else:
-            from cap.methods.baselines import run_baseline
-
-            results = run_baseline(config, source, backbone)
-    except RunInterrupted:
-        raise
-    except Exception as err:
-        write_record(out_dir, "failed", as_dict(config), {"status": "failed", "error": f"{type(err).__name__}: {err}",
-                                                          "traceback": traceback.format_exc()})
-        raise
-    results |= {
-        "status": "ok",
-        "headline": headline(results["metrics"], config.paradigm),
-        "classnames": source.classnames,
-        "seen": list(source.split.seen),
-        "wall_seconds": time.perf_counter() - started,
-        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
-        "descriptions": {"source": getattr(source, "descriptions_source", "simulator description vectors"),
-                         "provenance": getattr(source, "descriptions_provenance", None)},
-    }
-    written = write_record(out_dir, "run", as_dict(config), results)
-    (out_dir / f"failed-{key}.json").unlink(missing_ok=True)
-    shutil.rmtree(run_dir, ignore_errors=True)
-    log.info("%s %s %s seed %d: %.2f (%s)", config.method, config.dataset, config.paradigm, config.seed,
-             results["headline"], written)
-    return written
+METHODS = {m.name: m for m in (
+    Method("zero_shot", "Zero-shot CLIP", "coop", train_zero_shot),
+    Method("fpl", "FPL", "coop", train_fpl),
+    Method("grip", "GRIP", "coop", train_grip),
+    Method("cpl", "CPL", "coop", train_cpl),
+    Method("cap", "CAP", "maple", train_cap),
+)}
+assert tuple(METHODS) == METHOD_NAMES, "cap.config.METHOD_NAMES must list the registered methods"
 
 
-def load(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise UnknownNameError("method", name, METHODS)
+    return METHODS[name]
+
+
+__all__ = ["METHODS", "Method", "get_method"]

@@ -1,40 +1,43 @@
 """CAP: concept alignment, confusion-aware calibrated margin, independent adapters, self-training.
 
-Follows the official training loop (spec §2.7): initial D_PL from zero-shot leaderboards with
-concept-aligned replacements; every epoch a margin from D_PL prototypes and last epoch's confident
-predictions; each step one text pass shared by the D_PL, labelled and unlabelled streams; D_PL
-refreshed every ``refresh_every`` epochs with a growing k; final model evaluated without adapters.
+Follows the official training loop (the method page's training loop): the initial D_PL from
+zero-shot leaderboards with concept-aligned replacements; every epoch a margin from D_PL
+prototypes and last epoch's confident predictions; each :meth:`CapTrainer.step` one text pass
+shared by the D_PL, labelled and unlabelled streams; D_PL refreshed every ``refresh_every``
+epochs with a growing size k_e; the final model evaluated without adapters.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cap.concepts import align_concepts, choose_descriptions, cluster_centroids, find_mismatch
-from cap.config import RunConfig, prompt_lr
-from cap.losses import margin_cross_entropy, masked_margin_cross_entropy
-from cap.margin import class_prototypes, class_similarity, confusion_margin
-from cap.methods.common import board_accuracy, flatten, initial_pseudolabels, zero_shot_probs
+from cap.config import RunConfig
+from cap.core.concepts import align_concepts, choose_descriptions, cluster_centroids, find_mismatch
+from cap.core.losses import margin_cross_entropy, masked_margin_cross_entropy
+from cap.core.margin import class_prototypes, class_similarity, confusion_margin
+from cap.core.pseudolabels import confident_leaderboard, dpl_size, refresh_dpl
+from cap.data.registry import get_dataset
+from cap.methods.checkpoints import (RunInterrupted, load_checkpoint, load_trainable_state, save_checkpoint,
+                                     trainable_state)
+from cap.methods.engine import (batch_order, dpl_accuracy, epoch_generator, evaluate, flatten, initial_dpl,
+                                predict_test, sgd, zero_shot_probs)
 from cap.models.adapters import Adapters
-from cap.pseudolabels import confident_leaderboard, refresh_dpl, refresh_k
-from cap.sources import official_mismatched
-from cap.training import (RunInterrupted, batch_order, epoch_generator, evaluate, load_checkpoint,
-                          load_trainable_state, predict_test, save_checkpoint, sgd, trainable_state)
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_SECONDS = 60.0  # a killed run loses at most about a minute; short runs skip the disk writes
 
 
-def concept_alignment(config: RunConfig, source, probs: np.ndarray, board: dict) -> dict:
-    """Detect mismatched pseudolabel classes and replace their leaderboards (spec §2.2–2.3)."""
-    classes = source.split.unseen
+def concept_alignment(config: RunConfig, source, probs: np.ndarray, dpl: dict) -> dict:
+    """Detect mismatched pseudolabel classes and replace their part of D_PL (method page: alignment)."""
+    classes = source.split.pseudolabel_classes
     unlabelled = np.asarray(source.split.unlabelled)
     if config.mismatch_source == "detect":
         pred = np.asarray(classes)[probs[unlabelled][:, classes].argmax(1)]
@@ -43,7 +46,7 @@ def concept_alignment(config: RunConfig, source, probs: np.ndarray, board: dict)
                               np.array([local[c] for c in pred]), logit_scale=source.logit_scale, seed=config.cluster_seed)
         mismatched = [classes[i] for i in found.mismatched]
     else:
-        mismatched = [c for c in official_mismatched(config) if c in set(classes)]
+        mismatched = [c for c in get_dataset(config.dataset).official_mismatched_indices if c in set(classes)]
     candidates = source.description_features(mismatched)
     missing = sorted(set(mismatched) - set(candidates))
     if missing:
@@ -55,19 +58,42 @@ def concept_alignment(config: RunConfig, source, probs: np.ndarray, board: dict)
     chosen = choose_descriptions(candidates, centroids, config.description_choice)
     aligned = align_concepts(source.zero_shot_image, {c: candidates[c][i] for c, i in chosen.items()},
                              k=config.k, logit_scale=source.logit_scale)
-    board = dict(board) | aligned
-    return {"board": board, "mismatched": sorted(mismatched), "described": sorted(chosen),
+    return {"dpl": dict(dpl) | aligned, "mismatched": sorted(mismatched), "described": sorted(chosen),
             "description_index": {int(c): int(i) for c, i in chosen.items()}}
 
 
+@dataclass
+class StepBatch:
+    """The inputs of one CAP step: a D_PL batch with its pseudolabels, an unlabelled batch (weak
+    and strong views) and, in SSL and TRZSL, a labelled batch with its labels."""
+
+    dpl: torch.Tensor
+    dpl_labels: torch.Tensor
+    weak: torch.Tensor
+    strong: torch.Tensor
+    unlabelled_index: torch.Tensor
+    labelled: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+
+
+@dataclass
+class StepResult:
+    """What one step returns: the loss (already back-propagated) and the weak view's pseudolabels."""
+
+    loss: torch.Tensor
+    pseudo: torch.Tensor
+    confidence: torch.Tensor
+    mask: torch.Tensor
+
+
 class CapTrainer:
-    """One CAP run on any backend; ``run()`` returns the results dict of the record."""
+    """One CAP run on any backbone; ``run()`` returns the results dict of the record."""
 
     def __init__(self, config: RunConfig, source, backbone, run_dir: Path, device: torch.device):
         self.config, self.source, self.backbone, self.device = config, source, backbone, device
         self.run_dir = Path(run_dir)
         split = source.split
-        self.classes = list(split.unseen)  # classes that receive pseudolabels (TRZSL: unseen)
+        self.classes = list(split.pseudolabel_classes)  # TRZSL: the unseen classes
         self.seen = list(split.seen)
         self.labelled = np.asarray(split.labelled, dtype=np.int64)
         self.unlabelled = np.asarray(split.unlabelled, dtype=np.int64)
@@ -77,27 +103,29 @@ class CapTrainer:
         self.adapters = Adapters(backbone.feature_dim, independent=config.independent_adapters).to(device)
         total = config.epochs * config.iters_per_epoch
         warmup = config.warmup_epochs * config.iters_per_epoch
-        self.prompt_opt, self.prompt_sched = sgd(backbone.prompt_parameters(), prompt_lr(config, config.lr), config.momentum,
-                                                 config.weight_decay, total, warmup)
+        self.prompt_opt, self.prompt_sched = sgd(backbone.prompt_parameters(), config.lr * backbone.prompt_lr_scale,
+                                                 config.momentum, config.weight_decay, total, warmup)
         self.adapter_opt, self.adapter_sched = sgd(self.adapters.parameters(), config.lr, config.momentum,
                                                    config.weight_decay, total, warmup)
 
     # -- setup ---------------------------------------------------------------------------------
-    def initial_board(self) -> tuple[dict, dict]:
+    def initial_dpl(self) -> tuple[dict, dict]:
+        """Zero-shot leaderboards, then concept alignment of the mismatched classes."""
         probs = zero_shot_probs(self.source, self.config)
-        board = initial_pseudolabels(probs, self.unlabelled, self.classes, self.config.k)
-        info = {"zero_shot_board": board_accuracy(board, self.source.train_labels)}
+        dpl = initial_dpl(probs, self.unlabelled, self.classes, self.config.k)
+        info = {"zero_shot_dpl": dpl_accuracy(dpl, self.source.train_labels)}
         if self.config.concept_alignment:
-            aligned = concept_alignment(self.config, self.source, probs, board)
-            board = aligned.pop("board")
-            info["concept_alignment"] = aligned | {"board": board_accuracy(board, self.source.train_labels)}
-        return board, info
+            aligned = concept_alignment(self.config, self.source, probs, dpl)
+            dpl = aligned.pop("dpl")
+            info["concept_alignment"] = aligned | {"dpl": dpl_accuracy(dpl, self.source.train_labels)}
+        return dpl, info
 
     # -- margin --------------------------------------------------------------------------------
     @torch.no_grad()
-    def margin(self, board: dict, sigma: np.ndarray) -> torch.Tensor:
+    def margin(self, dpl: dict, sigma: np.ndarray) -> torch.Tensor:
+        """M = m·Δ·δ·S from D_PL prototypes (main adapter) and last epoch's confident counts σ."""
         text = self.backbone.encode_text()
-        index, label = flatten(board)
+        index, label = flatten(dpl)
         if self.config.paradigm == "trzsl":  # seen classes: up to k labelled images, for prototypes only
             extra = [(i, c) for c in self.seen for i in self.labelled[self.source.train_labels[self.labelled] == c][: self.config.k]]
             if extra:
@@ -115,55 +143,79 @@ class CapTrainer:
     def _to(self, x):
         return x.to(self.device, non_blocking=True) if torch.is_tensor(x) else x
 
-    # -- training ------------------------------------------------------------------------------
-    def train_epoch(self, epoch: int, board: dict, margin: torch.Tensor | None) -> dict:
-        config, s = self.config, self.backbone.logit_scale
-        n = config.iters_per_epoch * config.batch_size
+    # -- one step ------------------------------------------------------------------------------
+    def step(self, batch: StepBatch, margin: torch.Tensor | None) -> StepResult:
+        """One CAP iteration, stream by stream as in the method page's table:
+
+        ========================  ===============================  =====================================
+        stream                    features                         loss
+        ========================  ===============================  =====================================
+        D_PL                      prompts → main adapter φ^m       L_PL = L_m(y_m, z_m)
+        labelled (SSL, TRZSL)     prompts → main adapter φ^m       L_L  = L_m(y_l, z_l)
+        unlabelled, weak view     prompts → φ^m, no gradient       ŷ, q = argmax, max softmax; mask q > τ
+        unlabelled, strong view   prompts → pseudo adapter φ^p     L_UL = masked mean L_m(ŷ, z_ps)
+        ========================  ===============================  =====================================
+
+        Every stream's text goes through the text adapter ψ^a; one text pass is shared by all of
+        them and one image pass by the trained streams. L = L_PL + L_L + L_UL, one backward pass,
+        then both optimisers and both schedulers step.
+        """
+        s, b = self.backbone.logit_scale, len(batch.dpl)
+        text = self.adapters.text(self.backbone.encode_text())
+        with torch.no_grad():
+            weak = self.adapters.main(self.backbone.encode_image(batch.weak))
+            confidence, pseudo = F.softmax(s * weak @ text.detach().T, dim=1).max(1)
+            mask = confidence > self.config.tau
+        parts = [batch.dpl] + ([batch.labelled] if batch.labelled is not None else []) + [batch.strong]
+        features = self.backbone.encode_image(torch.cat(parts))
+        loss = margin_cross_entropy(s * self.adapters.main(features[:b]) @ text.T, batch.dpl_labels, margin)
+        if batch.labelled is not None:
+            labelled = features[b:b + len(batch.labelled)]
+            loss = loss + margin_cross_entropy(s * self.adapters.main(labelled) @ text.T, batch.labels, margin)
+        strong = self.adapters.pseudo(features[-len(batch.strong):])
+        loss = loss + masked_margin_cross_entropy(s * strong @ text.T, pseudo, mask, margin)
+
+        self.prompt_opt.zero_grad(set_to_none=True)
+        self.adapter_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.prompt_opt.step()
+        self.adapter_opt.step()
+        self.prompt_sched.step()
+        self.adapter_sched.step()
+        return StepResult(loss.detach(), pseudo, confidence, mask)
+
+    def epoch_batches(self, epoch: int, dpl: dict):
+        """The epoch's ``iters_per_epoch`` step batches, a function of (seed, epoch) only."""
+        config, b = self.config, self.config.batch_size
+        n = config.iters_per_epoch * b
         gen = epoch_generator(config.seed, epoch)
-        dpl_index, dpl_label = flatten(board)
+        dpl_index, dpl_label = flatten(dpl)
         dpl_label_t = torch.as_tensor(dpl_label)
         # D_PL is sampled by position, so an image in two classes keeps both labels.
-        dpl_positions = batch_order(np.arange(len(dpl_index)), n, config.seed, epoch, 0)
-        streams = {"dpl": self.source.batches(dpl_index[dpl_positions], config.batch_size, ("weak",), gen),
-                   "unlabelled": self.source.batches(batch_order(self.unlabelled, n, config.seed, epoch, 1),
-                                                     config.batch_size, ("weak", "strong"), gen)}
-        if len(self.labelled):
-            streams["labelled"] = self.source.batches(batch_order(self.labelled, n, config.seed, epoch, 2),
-                                                      config.batch_size, ("weak",), gen)
+        positions = batch_order(np.arange(len(dpl_index)), n, config.seed, epoch, 0)
+        dpl_batches = self.source.batches(dpl_index[positions], b, ("weak",), gen)
+        unlabelled = self.source.batches(batch_order(self.unlabelled, n, config.seed, epoch, 1), b, ("weak", "strong"), gen)
+        labelled = (self.source.batches(batch_order(self.labelled, n, config.seed, epoch, 2), b, ("weak",), gen)
+                    if len(self.labelled) else None)
+        for it in range(config.iters_per_epoch):
+            m, u = next(dpl_batches), next(unlabelled)
+            l = next(labelled) if labelled is not None else None
+            yield StepBatch(
+                dpl=self._to(m["weak"]), dpl_labels=dpl_label_t[positions[it * b:(it + 1) * b]].to(self.device),
+                weak=self._to(u["weak"]), strong=self._to(u["strong"]), unlabelled_index=u["index"],
+                labelled=self._to(l["weak"]) if l is not None else None,
+                labels=self.train_labels_t[l["index"]].to(self.device) if l is not None else None)
+
+    def train_epoch(self, epoch: int, dpl: dict, margin: torch.Tensor | None) -> dict:
+        """Every step of one epoch; σ and the confident draws for the next margin and refresh."""
         # Per-step results stay on the device; one transfer at the end of the epoch (no sync per step).
         steps = {"pred": [], "conf": [], "mask": [], "index": [], "loss": []}
-        for it in range(config.iters_per_epoch):
-            m = next(streams["dpl"])
-            u = next(streams["unlabelled"])
-            y_m = dpl_label_t[dpl_positions[it * config.batch_size:(it + 1) * config.batch_size]].to(self.device)
-            l = next(streams["labelled"]) if "labelled" in streams else None
-
-            text = self.adapters.text(self.backbone.encode_text())  # one text pass for every stream
-            with torch.no_grad():
-                weak = self.adapters.main(self.backbone.encode_image(self._to(u["weak"])))
-                conf, pseudo = F.softmax(s * weak @ text.detach().T, dim=1).max(1)
-                mask = conf > config.tau
-            parts = [self._to(m["weak"])] + ([self._to(l["weak"])] if l is not None else []) + [self._to(u["strong"])]
-            features = self.backbone.encode_image(torch.cat(parts))  # one image pass for the trained streams
-            b = config.batch_size
-            loss = margin_cross_entropy(s * self.adapters.main(features[:b]) @ text.T, y_m, margin)
-            if l is not None:
-                y_l = self.train_labels_t[l["index"]].to(self.device)
-                loss = loss + margin_cross_entropy(s * self.adapters.main(features[b:2 * b]) @ text.T, y_l, margin)
-            strong = self.adapters.pseudo(features[-b:])
-            loss = loss + masked_margin_cross_entropy(s * strong @ text.T, pseudo, mask, margin)
-
-            self.prompt_opt.zero_grad(set_to_none=True)
-            self.adapter_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.prompt_opt.step()
-            self.adapter_opt.step()
-            self.prompt_sched.step()
-            self.adapter_sched.step()
-
-            for key, value in (("pred", pseudo), ("conf", conf), ("mask", mask), ("index", u["index"]),
-                               ("loss", loss.detach())):
+        for batch in self.epoch_batches(epoch, dpl):
+            out = self.step(batch, margin)
+            for key, value in (("pred", out.pseudo), ("conf", out.confidence), ("mask", out.mask),
+                               ("index", batch.unlabelled_index), ("loss", out.loss)):
                 steps[key].append(value)
+        n = self.config.iters_per_epoch * self.config.batch_size
         mask = torch.cat(steps["mask"]).cpu()
         pred = torch.cat(steps["pred"]).cpu()[mask]
         index = torch.cat(steps["index"])[mask]
@@ -176,65 +228,78 @@ class CapTrainer:
             "masked_accuracy": 100 * n_correct / n_masked if n_masked else None,
         }
 
-    def run(self, stop_after_epoch: int | None = None) -> dict:
-        config = self.config
-        checkpoint_path = self.run_dir / "checkpoint.pt"
-        state = load_checkpoint(checkpoint_path)
-        started = last_saved = time.perf_counter()
-        if state is None:
-            board, setup = self.initial_board()
-            sigma = np.zeros(self.source.n_classes, dtype=np.int64)
-            history, refreshes, first_epoch, elapsed = [], [], 0, 0.0
-        else:
-            load_trainable_state(self.backbone, state["backbone"])
-            self.adapters.load_state_dict(state["adapters"])
-            for obj, key in ((self.prompt_opt, "prompt_opt"), (self.adapter_opt, "adapter_opt"),
-                             (self.prompt_sched, "prompt_sched"), (self.adapter_sched, "adapter_sched")):
-                obj.load_state_dict(state[key])
-            board, setup, sigma = state["board"], state["setup"], state["sigma"]
-            history, refreshes, elapsed = state["history"], state["refreshes"], state["elapsed"]
-            first_epoch = state["epoch"] + 1
-            log.info("resuming %s from epoch %d", self.run_dir, first_epoch)
+    def refresh(self, epoch: int, dpl: dict, draws: dict) -> tuple[dict, int]:
+        """New confident leaderboards first, then old D_PL entries, up to k_e per class."""
+        new = confident_leaderboard(draws["pred"], draws["conf"], draws["index"], self.classes, current=flatten(dpl)[0])
+        k_e = dpl_size(epoch, self.config.k, self.unlabelled_per_class, self.config.epochs, self.config.max_main_ratio)
+        return refresh_dpl(dpl, new, k_e), k_e
 
-        for epoch in range(first_epoch, config.epochs):
-            margin = self.margin(board, sigma) if config.margin and epoch > 0 else None
-            out = self.train_epoch(epoch, board, margin)
-            sigma = out["sigma"]
-            entry = {"epoch": epoch, "loss": out["loss"], "sigma": sigma.tolist(),
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self, stop_after_epoch: int | None = None) -> dict:
+        """Setup, then per epoch: margin, steps, refresh every ``refresh_every`` epochs, test
+        logging every 10; the final model is evaluated without adapters."""
+        config = self.config
+        state = self._restore()
+        started = last_saved = time.perf_counter()
+        for epoch in range(state["epoch"] + 1, config.epochs):
+            margin = self.margin(state["dpl"], state["sigma"]) if config.margin and epoch > 0 else None
+            out = self.train_epoch(epoch, state["dpl"], margin)
+            state["sigma"] = out["sigma"]
+            entry = {"epoch": epoch, "loss": out["loss"], "sigma": out["sigma"].tolist(),
                      "masked_share": out["masked_share"], "masked_accuracy": out["masked_accuracy"],
                      "margin_mean": float(margin.sum() / max(1, margin.numel() - len(margin))) if margin is not None else 0.0,
                      "margin_max": float(margin.max()) if margin is not None else 0.0}
             if epoch % config.refresh_every == 0:
-                draws = out["draws"]
-                new = confident_leaderboard(draws["pred"], draws["conf"], draws["index"], self.classes,
-                                            current=flatten(board)[0])
-                k_e = refresh_k(epoch, config.k, self.unlabelled_per_class, config.epochs, config.max_main_ratio)
-                board = refresh_dpl(board, new, k_e)
-                refreshes.append({"epoch": epoch, "k": k_e} | board_accuracy(board, self.source.train_labels))
+                state["dpl"], k_e = self.refresh(epoch, state["dpl"], out["draws"])
+                state["refreshes"].append({"epoch": epoch, "k": k_e} | dpl_accuracy(state["dpl"], self.source.train_labels))
             if (epoch + 1) % 10 == 0 and epoch + 1 < config.epochs:  # logging only, as in the official code
-                pred, labels, _ = predict_test(self.backbone, self.source)
-                entry["test"] = {k: v for k, v in evaluate(pred, labels, self.source.n_classes, config.paradigm,
-                                                             self.seen).items() if not isinstance(v, list)}
-            history.append(entry)
+                entry["test"] = self._test_log()
+            state["history"].append(entry)
+            state["epoch"] = epoch
             stopping = stop_after_epoch is not None and epoch == stop_after_epoch
             if stopping or time.perf_counter() - last_saved >= CHECKPOINT_SECONDS:
-                save_checkpoint(checkpoint_path, {
-                    "epoch": epoch, "backbone": trainable_state(self.backbone), "adapters": self.adapters.state_dict(),
-                    "prompt_opt": self.prompt_opt.state_dict(), "adapter_opt": self.adapter_opt.state_dict(),
-                    "prompt_sched": self.prompt_sched.state_dict(), "adapter_sched": self.adapter_sched.state_dict(),
-                    "board": board, "setup": setup, "sigma": sigma, "history": history, "refreshes": refreshes,
-                    "elapsed": elapsed + time.perf_counter() - started,
-                })
+                self._save(state, state["elapsed"] + time.perf_counter() - started)
                 last_saved = time.perf_counter()
             if stopping:
                 raise RunInterrupted(f"stopped after epoch {epoch} as asked")
 
         pred, labels, confidence = predict_test(self.backbone, self.source)
-        final = evaluate(pred, labels, self.source.n_classes, config.paradigm, self.seen, confidence)
         return {
-            "metrics": final,
-            "setup": setup,
-            "history": history,
-            "refreshes": refreshes,
-            "train_seconds": elapsed + time.perf_counter() - started,
+            "metrics": evaluate(pred, labels, self.source.n_classes, config.paradigm, self.seen, confidence),
+            "setup": state["setup"],
+            "history": state["history"],
+            "refreshes": state["refreshes"],
+            "train_seconds": state["elapsed"] + time.perf_counter() - started,
         }
+
+    def _test_log(self) -> dict:
+        pred, labels, _ = predict_test(self.backbone, self.source)
+        return {k: v for k, v in evaluate(pred, labels, self.source.n_classes, self.config.paradigm,
+                                          self.seen).items() if not isinstance(v, list)}
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    _OPTIMISERS = ("prompt_opt", "adapter_opt", "prompt_sched", "adapter_sched")
+
+    def _restore(self) -> dict:
+        """The run's state: from the last checkpoint of a killed attempt, or freshly set up."""
+        saved = load_checkpoint(self.run_dir / "checkpoint.pt")
+        if saved is None:
+            dpl, setup = self.initial_dpl()
+            return {"epoch": -1, "dpl": dpl, "setup": setup, "sigma": np.zeros(self.source.n_classes, dtype=np.int64),
+                    "history": [], "refreshes": [], "elapsed": 0.0}
+        load_trainable_state(self.backbone, saved["backbone"])
+        self.adapters.load_state_dict(saved["adapters"])
+        for name in self._OPTIMISERS:
+            getattr(self, name).load_state_dict(saved[name])
+        log.info("resuming %s from epoch %d", self.run_dir, saved["epoch"] + 1)
+        return {key: saved[key] for key in ("epoch", "dpl", "setup", "sigma", "history", "refreshes", "elapsed")}
+
+    def _save(self, state: dict, elapsed: float) -> None:
+        save_checkpoint(self.run_dir / "checkpoint.pt", state | {
+            "elapsed": elapsed, "backbone": trainable_state(self.backbone), "adapters": self.adapters.state_dict(),
+            **{name: getattr(self, name).state_dict() for name in self._OPTIMISERS}})
+
+
+def train_cap(config: RunConfig, source, backbone, run_dir: Path, stop_after_epoch: int | None = None) -> dict:
+    device = next(iter(backbone.prompt_parameters())).device
+    return CapTrainer(config, source, backbone, run_dir, device).run(stop_after_epoch)

@@ -16,6 +16,7 @@ class Backbone(nn.Module):
 
     feature_dim: int
     logit_scale: float
+    prompt_lr_scale: float = 1.0  # the prompts learn at this times a method's learning rate
 
     def encode_text(self) -> torch.Tensor:
         """(C, d) normalised class text features from the current (learnable) prompts.

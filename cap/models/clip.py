@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from cap.errors import CapError, UnknownNameError
-from cap.models.config import ModelConfig
+from cap.models.model_config import ModelConfig
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from torch import nn
 from cap.errors import CapError, ParameterError
 from cap.models.base import Backbone
 from cap.models.clip import autocast_context, freeze, load_clip, prompt_strings, resolve_precision
-from cap.models.config import ModelConfig
+from cap.models.model_config import ModelConfig
 from cap.models.prompts import MaPLePrompts, make_prompts
 
 log = logging.getLogger(__name__)

@@ -114,11 +114,11 @@ def run_notebook(source: str | Path, output: str | Path, parameters: dict | None
         executed.metadata.papermill.update(input_path=str(source), output_path=str(output))
         context = {name: _literal(spec["default"]) for name, spec in declared.items()} | parameters
         if context.get("preset") is not None:
-            from cap.datasets import get_dataset
+            from cap.data.registry import get_dataset
 
             context["preset_title"] = get_dataset(context["preset"]).title
         if context.get("matrix"):
-            from cap.matrix import load_matrix
+            from cap.experiments.matrix import load_matrix
 
             context["matrix_title"] = load_matrix(context["matrix"]).title
             context["matrix_about"] = load_matrix(context["matrix"]).about

@@ -4,7 +4,7 @@ The paper asks an LLM (GPT-4o-mini) for n = 5 visual descriptions of each mismat
 the one closest to the class's image cluster; the official code ships one fixed description per
 class instead. This package ships five descriptions per class of the official code's mismatched
 lists, written for this companion (each file's ``provenance`` says by whom, when and how), in
-``cap/descriptions/<dataset>.yml``::
+``cap/data/descriptions/<dataset>.yml``::
 
     provenance:
       written_by: ...   # who or what wrote them
@@ -16,7 +16,7 @@ lists, written for this companion (each file's ``provenance`` says by whom, when
 
 A user file in the same format replaces the shipped one (``load_descriptions(dataset, path)``;
 runs on images take the path from the run config's ``descriptions`` field). Class names must be exactly those of
-``cap/classnames/<dataset>.txt``; a class may be absent (it then keeps its zero-shot pseudolabels).
+``cap/data/classnames/<dataset>.txt``; a class may be absent (it then keeps its zero-shot pseudolabels).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from cap.datasets import get_dataset
+from cap.data.registry import get_dataset
 from cap.errors import CapError
 
 PROVENANCE_KEYS = ("written_by", "date", "prompt", "method")
@@ -43,7 +43,7 @@ class DescriptionsFile:
     """One descriptions file: where it came from, its provenance and the descriptions per class name."""
 
     dataset: str
-    source: str  # the file's path (shipped files: "cap/descriptions/<dataset>.yml")
+    source: str  # the file's path (shipped files: "cap/data/descriptions/<dataset>.yml")
     provenance: dict
     classes: dict[str, list[str]]
 
@@ -67,16 +67,16 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 def shipped_path(dataset: str) -> str:
     """The name of the shipped file of ``dataset`` (for messages and records)."""
-    return f"cap/descriptions/{get_dataset(dataset).name}.yml"
+    return f"cap/data/descriptions/{get_dataset(dataset).name}.yml"
 
 
 def _read_text(dataset: str, path: str | os.PathLike | None) -> tuple[str, str]:
     name = get_dataset(dataset).name
     if path is None:
-        resource = resources.files("cap.descriptions").joinpath(f"{name}.yml")
+        resource = resources.files("cap.data").joinpath("descriptions", f"{name}.yml")
         if not resource.is_file():
             raise DescriptionsError(f"no shipped descriptions file {shipped_path(name)}; pass a file in the "
-                                    f"format of cap/descriptions/flowers102.yml (the run config's descriptions field)")
+                                    f"format of cap/data/descriptions/flowers102.yml (the run config's descriptions field)")
         return resource.read_text(encoding="utf-8"), shipped_path(name)
     file = Path(path).expanduser()
     if not file.is_file():
@@ -123,7 +123,7 @@ def load_descriptions_file(dataset: str, path: str | os.PathLike | None = None) 
     unknown = [k for k in classes if k not in set(info.classnames)]
     if unknown:
         raise DescriptionsError(f"descriptions file {source}: class names {unknown} are not classes of "
-                                f"{info.title} (cap/classnames/{info.name}.txt); use the names exactly as listed there")
+                                f"{info.title} (cap/data/classnames/{info.name}.txt); use the names exactly as listed there")
     out = {}
     for name, items in classes.items():
         if not isinstance(items, list) or not items:

@@ -17,11 +17,11 @@ import numpy as np
 
 from cap.data.readers import read_dataset
 from cap.data.splits import trzsl_split
-from cap.datasets import check_paradigm
+from cap.data.registry import check_paradigm
 from cap.errors import ParameterError, check_int
-from cap.metrics import paradigm_scores, per_class_accuracy
-from cap.numeric import softmax
-from cap.models.config import ModelConfig
+from cap.core.metrics import paradigm_scores, per_class_accuracy
+from cap.core.numeric import softmax
+from cap.models.model_config import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def run_zero_shot(dataset: str, paradigm: str, data_root: str | Path | None = No
     :func:`evaluate_zero_shot` under ``"metrics"`` together with what produced them: the prompts,
     the weights, the precision, the test labels and predictions, and timings."""
     # Imported here so that scoring alone (the functions above) needs numpy only, not torch.
-    from cap.features import extract_image_features, feature_cache, weights_identity, zero_shot_text_features
+    from cap.sources.feature_cache import extract_image_features, feature_cache, weights_identity, zero_shot_text_features
     from cap.models.openclip_backbone import OpenClipBackbone
 
     paradigm = check_paradigm(paradigm)

@@ -17,51 +17,23 @@ import time
 import sys
 from collections import defaultdict
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from cap.datasets import get_dataset
+from cap.data.registry import get_dataset
 from cap.errors import CapError
-from cap.matrix import PlannedRun, get_profile, load_matrix, matrix_names, plan
-from cap.results import StaleRecordError, read_current_record
+from cap.experiments.matrix import PlannedRun, get_profile, load_matrix, matrix_names, plan
+from cap.experiments.records import DEFAULT_RECORDS, RunStatus, record_status
 
 log = logging.getLogger(__name__)
 
-RUN_NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "run.md"
-DEFAULT_RECORDS = Path("book/_generated/records")
+# The repository's run notebook; an installed package without it runs each group in-process.
+RUN_NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "run.md"
 DEFAULT_NOTEBOOKS = Path("book/_generated/runs")
 POLL_SECONDS = 5.0
 
 
 class RunsFailed(CapError):
     """Some runs of a group failed; their failure records hold the tracebacks."""
-
-
-@dataclass(frozen=True)
-class RunStatus:
-    state: str  # done, failed, stale, missing
-    detail: str = ""
-    record: dict | None = field(default=None, compare=False, repr=False)  # the record, when done
-
-
-def record_status(key: str, records_dir: str | Path) -> RunStatus:
-    """What the records folder holds for run ``key``: a current record (done, with the record), one
-    that is unreadable or of another layout version (stale: rerun it), a failure record (failed,
-    with its error) or nothing."""
-    records_dir = Path(records_dir)
-    path = records_dir / f"run-{key}.json"
-    if path.is_file():
-        try:
-            return RunStatus("done", record=read_current_record(path))
-        except StaleRecordError as err:
-            return RunStatus("stale", str(err))
-    failed = records_dir / f"failed-{key}.json"
-    if failed.is_file():
-        try:
-            return RunStatus("failed", json.loads(failed.read_text())["results"].get("error", ""))
-        except (OSError, json.JSONDecodeError, KeyError):
-            return RunStatus("failed", f"{failed} (unreadable)")
-    return RunStatus("missing")
 
 
 def select(profile: str, matrices=None, datasets=None, paradigms=None, methods=None, seeds=None) -> list[PlannedRun]:
@@ -80,8 +52,8 @@ def todo(runs: list[PlannedRun], records_dir: str | Path, force: bool = False) -
 
 
 def execute(run: PlannedRun, records_dir: str | Path, force: bool = False) -> RunStatus:
-    """One run, in this process; a failure is recorded (by :func:`cap.methods.run`) and returned."""
-    from cap.methods import run as run_config
+    """One run, in this process; a failure is recorded (by :func:`cap.experiments.runs.run`) and returned."""
+    from cap.experiments.runs import run as run_config
 
     try:
         run_config(run.config, records_dir, force=force)
@@ -119,7 +91,8 @@ def run_matrices(profile: str = "sim", matrices=None, datasets=None, paradigms=N
     groups: dict[tuple[str, str], list[PlannedRun]] = defaultdict(list)
     for run in pending:
         groups[(run.config.dataset, run.config.paradigm)].append(run)
-    workers = max(1, min(workers or prof.workers, len(groups) or 1))
+    in_process = not RUN_NOTEBOOK.is_file()  # an installed package has no notebooks: runs go in this process
+    workers = 1 if in_process else max(1, min(workers or prof.workers, len(groups) or 1))
     env = dict(os.environ)
     if workers > 1:  # several torch processes on a few cores: one thread each, or they fight
         env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -128,6 +101,9 @@ def run_matrices(profile: str = "sim", matrices=None, datasets=None, paradigms=N
 
     def launch(group):
         dataset, paradigm = group
+        if in_process:
+            failed = [r for r in groups[group] if execute(r, records_dir, force).state == "failed"]
+            return group, int(bool(failed)), [f"{len(failed)} runs failed" if failed else ""]
         output = notebooks_dir / f"{_group_name(dataset, paradigm)}.ipynb"
         command = _notebook_command(profile, matrices, dataset, paradigm, methods, seeds, force, records_dir, output)
         done = subprocess.run(command, env=env, capture_output=True, text=True)

@@ -3,7 +3,8 @@
 Prompts cannot act on fixed features, so their role is played by two learnable linear maps shared
 by all classes, initialised at zero so training starts exactly at zero-shot CLIP:
 text t' = normalize(t + A t), image v' = normalize(v + B v). Like prompts, they move every class
-together; weight decay pulls them back toward zero-shot.
+together; weight decay pulls them back toward zero-shot. The maps are far more expressive than a
+few prompt tokens, so they learn at ``prompt_lr_scale`` times a method's prompt learning rate.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from cap.models.base import Backbone
 
 
 class FeatureBackbone(Backbone):
-    def __init__(self, text_features: torch.Tensor, logit_scale: float = 100.0):
+    def __init__(self, text_features: torch.Tensor, logit_scale: float = 100.0, prompt_lr_scale: float = 1.0):
         super().__init__()
+        self.prompt_lr_scale = float(prompt_lr_scale)
         self.register_buffer("text", F.normalize(torch.as_tensor(text_features, dtype=torch.float32), dim=1))
         dim = self.text.shape[1]
         self.feature_dim = dim

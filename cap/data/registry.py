@@ -1,12 +1,14 @@
-"""Facts about the paper's six datasets: names, class lists, split sizes, published numbers.
+"""The registry of the paper's six datasets: every per-dataset fact, loaded from ``registry.yml``.
 
-The facts live in ``cap/presets/*.yml``; this module only loads and checks them.
+Names, class lists, split sizes, folder names, expected image counts, the official code's
+hard-coded mismatch lists and per-dataset overrides, GRIP/CPL rounds and CPL's hyper-parameters
+all live in that one file; this module only loads and checks them.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 
@@ -18,6 +20,15 @@ PARADIGMS = ("ul", "ssl", "trzsl")
 
 
 @dataclass(frozen=True)
+class CplHyper:
+    """CPL's per-dataset values (run-textPT_ALL.sh): α, β in UL/SSL, γ for TRZSL's β = 1 − γ/C_unseen."""
+
+    alpha: float
+    beta: float
+    gamma: float
+
+
+@dataclass(frozen=True)
 class DatasetInfo:
     name: str
     title: str
@@ -25,6 +36,12 @@ class DatasetInfo:
     train_per_class: int
     test_per_class: int
     official_mismatched: tuple[str, ...]
+    folder: str  # under the data root, spelled as in the official code
+    expected_counts: dict[str, int | None] = field(hash=False)  # images per split file (None: not fixed)
+    official_overrides: dict[str, float] = field(hash=False)  # the official code's per-dataset config changes
+    rounds: int = 10  # GRIP/CPL iterations
+    cpl: CplHyper = CplHyper(0.75, 0.95, 2.0)
+    class_folders: dict[str, str] | None = field(default=None, hash=False)  # EuroSAT: class name -> folder
     aliases: tuple[str, ...] = ()
 
     @property
@@ -39,20 +56,22 @@ class DatasetInfo:
             raise CapError(f"{self.name}: class names {missing} are not in the class list {self.name}.txt")
         return sorted(index[n] for n in names)
 
+    @property
+    def official_mismatched_indices(self) -> list[int]:
+        """The classes with a hard-coded description in the official code, as sorted indices."""
+        return self.class_indices(self.official_mismatched)
+
 
 def _normalise(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
-def _read_preset(filename: str) -> dict:
-    return yaml.safe_load(resources.files("cap.presets").joinpath(filename).read_text())
-
-
 @cache
 def _registry() -> dict[str, DatasetInfo]:
+    raw_all = yaml.safe_load(resources.files("cap.data").joinpath("registry.yml").read_text())
     infos = {}
-    for name, raw in _read_preset("datasets.yml").items():
-        text = resources.files("cap.classnames").joinpath(raw["classnames"]).read_text()
+    for name, raw in raw_all.items():
+        text = resources.files("cap.data").joinpath("classnames", raw["classnames"]).read_text()
         infos[name] = DatasetInfo(
             name=name,
             title=raw["title"],
@@ -60,6 +79,12 @@ def _registry() -> dict[str, DatasetInfo]:
             train_per_class=raw["train_per_class"],
             test_per_class=raw["test_per_class"],
             official_mismatched=tuple(raw["official_mismatched"]),
+            folder=raw["folder"],
+            expected_counts=dict(raw["expected_counts"]),
+            official_overrides=dict(raw.get("official_overrides") or {}),
+            rounds=raw["rounds"],
+            cpl=CplHyper(**raw["cpl"]),
+            class_folders=raw.get("class_folders"),
             aliases=tuple(raw.get("aliases", ())),
         )
     return infos
@@ -85,42 +110,3 @@ def check_paradigm(paradigm: str) -> str:
     if not isinstance(paradigm, str) or paradigm.lower() not in PARADIGMS:
         raise UnknownNameError("paradigm", paradigm, PARADIGMS)
     return paradigm.lower()
-
-
-@dataclass(frozen=True)
-class ReferenceNumber:
-    method: str
-    paradigm: str
-    dataset: str
-    value: float
-    source: str
-    cite: str
-    verified: bool
-
-
-@cache
-def reference_numbers() -> tuple[ReferenceNumber, ...]:
-    """Every published number we compare against, with its provenance."""
-    raw = _read_preset("reference_numbers.yml")
-    out = []
-    for entry in raw["entries"]:
-        source = raw["sources"][entry["source"]]
-        out.append(ReferenceNumber(**entry, cite=source["cite"], verified=source["status"] == "verified"))
-    return tuple(out)
-
-
-def reference_training_minutes() -> dict:
-    """Appendix D.2's training times (minutes on EuroSAT) with their provenance."""
-    raw = _read_preset("reference_numbers.yml")["training_minutes"]
-    return {"cite": raw["source"]["cite"], "verified": raw["source"]["status"] == "verified",
-            "minutes": {k: v for k, v in raw.items() if k != "source"}}
-
-
-def reference_number(method: str, paradigm: str, dataset: str) -> ReferenceNumber | None:
-    """The published number for one cell, or None when we know none."""
-    dataset = get_dataset(dataset).name
-    paradigm = check_paradigm(paradigm)
-    for ref in reference_numbers():
-        if (ref.method, ref.paradigm, ref.dataset) == (method, paradigm, dataset):
-            return ref
-    return None

@@ -4,12 +4,12 @@
 :mod:`cap.data.readers`), splits its training pool for the paradigm, and computes with a frozen
 CLIP everything the methods need before training:
 
-* the zero-shot image features of every training image (:func:`cap.features.extract_image_features`,
+* the zero-shot image features of every training image (:func:`cap.sources.feature_cache.extract_image_features`,
   cached on disk under ``$CAP_CACHE_DIR``: a second run on the same images reads them back);
 * the text features of the zero-shot class prompts (with the official ``"a photo of a {}" + name``
   string when ``config.template_bug``), and CLIP's logit scale;
 * the text features of the candidate descriptions of every class that has some
-  (:mod:`cap.descriptions`: the shipped ``cap/descriptions/<dataset>.yml``, or the file named by
+  (:mod:`cap.data.description_texts`: the shipped ``cap/data/descriptions/<dataset>.yml``, or the file named by
   the run config's ``descriptions`` field), encoded as raw text without a template, as the official code does.
 
 **One CLIP in memory at a time.** This source loads its own frozen CLIP for that setup and frees
@@ -46,9 +46,9 @@ from cap.config import RunConfig, resolve
 from cap.data.images import load_rgb
 from cap.data.readers import read_dataset
 from cap.data.views import clip_normalisation, strong_view
-from cap.descriptions import load_descriptions_file
+from cap.data.description_texts import load_descriptions_file
 from cap.errors import ParameterError, check_int
-from cap.sources import Source, _paradigm_split
+from cap.sources.base import Source, paradigm_split
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class ImageSource(Source):
             classnames=classnames,
             train_labels=files.train.labels,
             test_labels=files.test.labels,
-            split=_paradigm_split(config, files.train.labels, len(classnames)),
+            split=paradigm_split(config, files.train.labels, len(classnames)),
             zero_shot_image=image,
             zero_shot_text=text,
             logit_scale=logit_scale,
@@ -142,8 +142,8 @@ class ImageSource(Source):
     def _setup(self, config: RunConfig, classnames: list[str], cache, extract_batch_size: int):
         """Load the frozen CLIP, compute (image features, text features, logit scale) and the
         description features, then free the model."""
-        from cap.features import extract_image_features, feature_cache, zero_shot_text_features
-        from cap.models.config import ModelConfig
+        from cap.sources.feature_cache import extract_image_features, feature_cache, zero_shot_text_features
+        from cap.models.model_config import ModelConfig
         from cap.models.openclip_backbone import OpenClipBackbone
 
         # CoOp prompts: never used here, and cheaper to build than MaPLe's.
@@ -212,6 +212,16 @@ class ImageSource(Source):
         labels = torch.from_numpy(self.test_labels)
         for batch in self._loader(dataset, batch_size, drop_last=False):
             yield batch["weak"], labels[batch["index"]]
+
+    def make_backbone(self, config: RunConfig, prompt: str, device: torch.device):
+        """CLIP with ``prompt`` prompts ("maple" for CAP, "coop" for the baselines); it picks its device."""
+        from cap.models.model_config import ModelConfig
+        from cap.models.openclip_backbone import OpenClipBackbone
+
+        model_config = ModelConfig(backbone=config.backbone, pretrained=config.pretrained, weights=config.weights,
+                                   precision=config.precision, prompt=prompt, prompt_depth=config.prompt_depth,
+                                   template_bug=config.template_bug)
+        return OpenClipBackbone(model_config, self.classnames)
 
     def description_features(self, classes) -> dict[int, np.ndarray]:
         """(n, d) frozen-CLIP features of the candidate descriptions of each of ``classes`` that has

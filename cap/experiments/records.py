@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import tempfile
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -26,6 +27,9 @@ def _plain(value):
         return str(value)
     return value
 
+
+# Where records go unless a records folder is given: the book's, relative to the working directory.
+DEFAULT_RECORDS = Path("book/_generated/records")
 
 # Version of the record layout. Readers treat a record of another version as stale (to be rerun),
 # never as a result. 3: test labels, predictions, confidences and class counts in run records;
@@ -100,3 +104,30 @@ def read_records(directory: str | Path, kind: str | None = None) -> list[dict]:
         except (OSError, json.JSONDecodeError) as err:
             raise CapError(f"results record {path} cannot be read ({err}); delete it and rerun its notebook") from err
     return records
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    state: str  # done, failed, stale, missing
+    detail: str = ""
+    record: dict | None = field(default=None, compare=False, repr=False)  # the record, when done
+
+
+def record_status(key: str, records_dir: str | Path) -> RunStatus:
+    """What the records folder holds for run ``key``: a current record (done, with the record), one
+    that is unreadable or of another layout version (stale: rerun it), a failure record (failed,
+    with its error) or nothing."""
+    records_dir = Path(records_dir)
+    path = records_dir / f"run-{key}.json"
+    if path.is_file():
+        try:
+            return RunStatus("done", record=read_current_record(path))
+        except StaleRecordError as err:
+            return RunStatus("stale", str(err))
+    failed = records_dir / f"failed-{key}.json"
+    if failed.is_file():
+        try:
+            return RunStatus("failed", json.loads(failed.read_text())["results"].get("error", ""))
+        except (OSError, json.JSONDecodeError, KeyError):
+            return RunStatus("failed", f"{failed} (unreadable)")
+    return RunStatus("missing")

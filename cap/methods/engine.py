@@ -1,22 +1,18 @@
-"""Pieces every method shares: schedule, batch orders, evaluation, checkpoints."""
+"""The engine every method shares: zero-shot pseudolabel probabilities and the initial D_PL, the
+LR schedule, reproducible batch orders, and test evaluation."""
 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from cap import metrics
-from cap.errors import CapError
+from cap.config import RunConfig
+from cap.core import metrics
+from cap.core.numeric import memoised, softmax
+from cap.core.pseudolabels import leaderboard_topk
 from cap.models.base import Backbone
-
-
-class RunInterrupted(CapError):
-    """Raised after the checkpoint of the epoch a test asked to stop at (simulates a killed run)."""
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int):
@@ -90,34 +86,51 @@ def headline(result: dict, paradigm: str) -> float:
     return result["harmonic_mean"] if paradigm == "trzsl" else result["top1"]
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Atomic: a kill during the write leaves the previous checkpoint intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+def zero_shot_probs(source, config: RunConfig) -> np.ndarray:
+    """(N_train, C) zero-shot probabilities of the frozen model.
+
+    TRZSL with ``trzsl_probs_over="unseen"`` takes the softmax over the unseen classes only (the
+    Menghini/CPL convention; seen columns are 0). The default "all" is what the official CAP code
+    effectively used (a cache built over all classes); its indexing crash is not reproduced.
+    """
+    return pseudolabel_probs(source.logit_scale * source.zero_shot_image @ source.zero_shot_text.T, source, config)
 
 
-def load_checkpoint(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # a truncated file from a killed write of an older version
-        raise CapError(f"checkpoint {path} cannot be read ({err}); delete it to restart the run") from err
+def pseudolabel_probs(logits: np.ndarray, source, config: RunConfig) -> np.ndarray:
+    """Softmax of ``logits`` over all classes, or (TRZSL, ``trzsl_probs_over="unseen"``) over the
+    unseen classes only, seen columns 0."""
+    if config.paradigm == "trzsl" and config.trzsl_probs_over == "unseen":
+        unseen = source.split.unseen
+        probs = np.zeros_like(logits)
+        probs[:, unseen] = softmax(logits[:, unseen])
+        return probs
+    return softmax(logits)
 
 
-def trainable_state(module: torch.nn.Module) -> dict:
-    """Only the parameters that train (prompts), so checkpoints stay small on the CLIP backend."""
-    return {name: p.detach().cpu().clone() for name, p in module.named_parameters() if p.requires_grad}
+def initial_dpl(probs: np.ndarray, unlabelled, classes, k: int) -> dict[int, list[int]]:
+    """The initial D_PL of FPL and CAP: top-k leaderboards over the unlabelled pool, as indices into
+    the training pool (memoised: every seed and variant of a dataset starts from the same one)."""
+    unlabelled = np.asarray(unlabelled)
+    ranked = memoised("leaderboard_topk", lambda: leaderboard_topk(probs[unlabelled], k, classes=classes),
+                     probs, unlabelled, np.asarray(classes), k=k)
+    return {c: unlabelled[rows].tolist() for c, rows in ranked.items()}
 
 
-def load_trainable_state(module: torch.nn.Module, state: dict) -> None:
-    params = dict(module.named_parameters())
-    with torch.no_grad():
-        for name, value in state.items():
-            params[name].copy_(value.to(params[name].device))
+def flatten(dpl: dict[int, list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, labels) of a per-class D_PL; an image in two classes appears twice."""
+    index = [i for c in sorted(dpl) for i in dpl[c]]
+    label = [c for c in sorted(dpl) for _ in dpl[c]]
+    return np.asarray(index, dtype=np.int64), np.asarray(label, dtype=np.int64)
+
+
+def dpl_accuracy(dpl: dict[int, list[int]], true_labels: np.ndarray) -> dict:
+    """Pseudolabel accuracy overall and per class (true labels used for logging only)."""
+    index, label = flatten(dpl)
+    per_class = {c: (float((true_labels[np.asarray(v, dtype=int)] == c).mean() * 100) if v else None)
+                 for c, v in dpl.items()}
+    return {
+        "size": int(len(index)),
+        "accuracy": float((true_labels[index] == label).mean() * 100) if len(index) else None,
+        "per_class_accuracy": per_class,
+        "per_class_count": {c: len(v) for c, v in dpl.items()},
+    }

@@ -9,8 +9,8 @@ import numpy as np
 from sklearn.cluster import KMeans
 
 from cap.errors import ParameterError, UnknownNameError
-from cap.numeric import memoised, softmax
-from cap.numeric import unit as _unit
+from cap.core.numeric import memoised, softmax
+from cap.core.numeric import unit as _unit
 
 
 @dataclass(frozen=True)

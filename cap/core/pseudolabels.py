@@ -1,4 +1,11 @@
-"""Pseudolabel selection: FPL/CAP top-k leaderboards, CAP's refresh, GRIP's schedule, CPL's candidates."""
+"""Pseudolabel selection: FPL/CAP top-k leaderboards, CAP's refresh, GRIP's schedule, CPL's candidates.
+
+Vocabulary. D_PL (the official code's "main samples") is CAP's set of pseudolabelled images, a
+dict class -> image indices; a *leaderboard* is the per-class ranked list a selection procedure
+returns, and becomes (part of) D_PL. The four sizes have four names: ``k`` (initial D_PL per class,
+the paper's k), ``dpl_size`` (k_e, D_PL per class after the refresh at epoch e), ``grip_budget``
+(K_i, GRIP/CPL's per-class budget in round i) and FPL's fixed 16 (``FPL_PER_CLASS``).
+"""
 
 from __future__ import annotations
 
@@ -50,8 +57,8 @@ def leaderboard_topk(probs, k: int, exclude: Iterable[int] = (), classes: Iterab
     return {c: [i for _, i in sorted(board, reverse=True)] for c, board in boards.items()}
 
 
-def refresh_k(epoch: int, k: int, unlabelled_per_class: int, epochs: int = 50, max_ratio: float = 0.8) -> int:
-    """Size of each class's D_PL after the refresh at ``epoch`` (official ``update_main_samples``):
+def dpl_size(epoch: int, k: int, unlabelled_per_class: int, epochs: int = 50, max_ratio: float = 0.8) -> int:
+    """k_e, the size of each class's D_PL after the refresh at ``epoch`` (official ``update_main_samples``):
     k + ⌊(min(1000, ⌊unlabelled_per_class · max_ratio⌋) − k) · min(1, epoch / (0.7 · epochs))⌋."""
     target = min(1000, int(unlabelled_per_class * max_ratio))
     return k + int((target - k) * min(1.0, epoch / (epochs * 0.7)))
@@ -95,8 +102,8 @@ def refresh_dpl(old: dict[int, list[int]], new: dict[int, list[int]], k: int) ->
     return out
 
 
-def grip_k(iteration: int, n_unlabelled: int, n_classes: int, n_iterations: int = 10) -> int:
-    """GRIP/CPL per-class pseudolabel budget at ``iteration`` (1-based):
+def grip_budget(iteration: int, n_unlabelled: int, n_classes: int, n_iterations: int = 10) -> int:
+    """K_i, GRIP/CPL's per-class pseudolabel budget at ``iteration`` (1-based):
     ⌊i · (|U| / I) / C⌋, capped at ⌊|U| / C⌋ (the floor of the exact value)."""
     check_int("iteration", iteration, 1)
     check_int("n_unlabelled", n_unlabelled, 0)

@@ -1,8 +1,8 @@
 """Experiment matrices: every table and figure of the paper as one YAML file of runs.
 
-A matrix (``cap/matrices/<name>.yml``) names datasets × paradigms × methods × seeds, optional
+A matrix (``cap/experiments/matrices/<name>.yml``) names datasets × paradigms × methods × seeds, optional
 variants (named config changes, e.g. "without concept alignment") and an optional one-field
-sweep (e.g. k). A profile (``cap/matrices/profiles.yml``) says where it runs: ``sim`` (the concept
+sweep (e.g. k). A profile (``cap/experiments/matrices/profiles.yml``) says where it runs: ``sim`` (the concept
 simulator on the CPU, shortened schedules) or ``paper`` (real images through open_clip, the
 official schedule), and may narrow a matrix's scope. :func:`plan` expands one matrix under one
 profile into fully resolved runs, each keyed by the hash of its config, which is also the name
@@ -18,10 +18,10 @@ from importlib import resources
 
 import yaml
 
-from cap.config import METHODS, RunConfig, as_dict, make_config, resolve
-from cap.datasets import PARADIGMS, dataset_names, get_dataset
+from cap.config import METHOD_NAMES, RunConfig, as_dict, make_config, resolve
+from cap.data.registry import PARADIGMS, dataset_names, get_dataset
 from cap.errors import CapError, ParameterError, UnknownNameError
-from cap.results import config_hash
+from cap.experiments.records import config_hash
 
 MATRIX_KEYS = {"title", "about", "datasets", "paradigms", "methods", "seeds", "config", "variants", "sweep", "profiles"}
 SCOPE_KEYS = {"datasets", "paradigms", "methods", "seeds"}
@@ -86,7 +86,7 @@ class PlannedRun:
 
 
 def _read(filename: str) -> dict:
-    path = resources.files("cap.matrices").joinpath(filename)
+    path = resources.files("cap.experiments").joinpath("matrices").joinpath(filename)
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
@@ -103,7 +103,7 @@ def _unknown_keys(where: str, data: dict, valid: set[str]) -> None:
 
 
 def matrix_names() -> list[str]:
-    return sorted(p.name[:-4] for p in resources.files("cap.matrices").iterdir()
+    return sorted(p.name[:-4] for p in resources.files("cap.experiments").joinpath("matrices").iterdir()
                   if p.name.endswith(".yml") and p.name != "profiles.yml")
 
 
@@ -171,7 +171,7 @@ def load_matrix(name: str) -> Matrix:
 
 def parse_matrix(name: str, raw: dict) -> Matrix:
     """Check and build a matrix from its YAML mapping."""
-    where = f"matrix {name!r} (cap/matrices/{name}.yml)"
+    where = f"matrix {name!r} (cap/experiments/matrices/{name}.yml)"
     _unknown_keys(where, raw, MATRIX_KEYS)
     for required in ("title", "datasets", "paradigms", "methods", "seeds", "profiles"):
         if required not in raw:
@@ -210,14 +210,14 @@ def parse_matrix(name: str, raw: dict) -> Matrix:
         checked_scopes[pname] = {
             "datasets": _names(f"{at} datasets", scope["datasets"], tuple(dataset_names()), _dataset) if "datasets" in scope else None,
             "paradigms": _names(f"{at} paradigms", scope["paradigms"], PARADIGMS) if "paradigms" in scope else None,
-            "methods": _names(f"{at} methods", scope["methods"], METHODS) if "methods" in scope else None,
+            "methods": _names(f"{at} methods", scope["methods"], METHOD_NAMES) if "methods" in scope else None,
             "seeds": _seeds(f"{at} seeds", scope["seeds"]) if "seeds" in scope else None,
         }
     return Matrix(
         name=name, title=raw["title"], about=raw.get("about", ""),
         datasets=_names(f"{where}, datasets", raw["datasets"], tuple(dataset_names()), _dataset),
         paradigms=_names(f"{where}, paradigms", raw["paradigms"], PARADIGMS),
-        methods=_names(f"{where}, methods", raw["methods"], METHODS),
+        methods=_names(f"{where}, methods", raw["methods"], METHOD_NAMES),
         seeds=_seeds(f"{where}, seeds", raw["seeds"]),
         config=dict(config), variants=tuple(variants), sweep_field=sweep_field, sweep_values=sweep_values,
         profiles=checked_scopes,
@@ -245,7 +245,7 @@ def plan(matrix: str | Matrix, profile: str, datasets=None, paradigms=None, meth
     prof = get_profile(profile)
     datasets = _check_filter("dataset", None if datasets is None else [_dataset(d) for d in datasets], dataset_names())
     paradigms = _check_filter("paradigm", paradigms, PARADIGMS)
-    methods = _check_filter("method", methods, METHODS)
+    methods = _check_filter("method", methods, METHOD_NAMES)
     if seeds is not None and not all(isinstance(s, int) and s >= 0 for s in seeds):
         raise ParameterError(f"seeds must be non-negative integers, got {seeds!r}")
     if profile not in m.profiles:

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cap.datasets import get_dataset, reference_number
-from cap.matrix import command, load_matrix, plan
-from cap.runner import DEFAULT_RECORDS, record_status
+from cap.data.registry import get_dataset
+from cap.experiments.references import reference_number
+from cap.experiments.matrix import command, load_matrix, plan
+from cap.experiments.records import DEFAULT_RECORDS, record_status
 
 METHOD_TITLES = {"zero_shot": "Zero-shot CLIP", "fpl": "FPL", "grip": "GRIP", "cpl": "CPL", "cap": "CAP"}
 PARADIGM_TITLES = {"ssl": "SSL", "ul": "UL", "trzsl": "TRZSL"}

@@ -1,0 +1,88 @@
+"""Simulator presets: one :class:`SimConfig` per dataset of the paper (``presets.yml``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from functools import cache
+from importlib import resources
+
+import yaml
+
+from cap.data.registry import dataset_names, get_dataset
+from cap.errors import ParameterError, UnknownNameError, check_float, check_int
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Everything that determines a simulated problem (with the seed)."""
+
+    preset: str
+    n_train_per_class: int
+    n_test_per_class: int
+    target_zero_shot: float | None  # percent; None: use ``text_noise`` as given
+    dim: int = 512
+    family_size: int = 5
+    family_weight: float = 0.6
+    image_noise: float = 1.0
+    noise_rank: int = 64  # image noise lives in a subspace of this rank (CLIP features are anisotropic)
+    hard_fraction: float = 0.2  # share of images drawn between their class and a sibling class
+    image_gap: float = 2.5  # norm of the offset all image features share
+    text_gap: float = 1.2  # norm of the offset all text features share
+    text_noise: float = 0.5  # size of each class text's error; overwritten by calibration
+    text_error_mix: float = 0.0  # share of the text error that leans toward other classes' images
+    text_noise_spread: float = 0.3  # log-normal spread of the per-class text-error size
+    mismatch_alignment: float = 0.0  # weight of a mismatched text's own image direction (0: none)
+    confusion_fraction: float = 0.3  # share of classes in a planted confusion pair
+    confusion_strength: float = 2.0  # weight of b's image direction in a's text
+    n_descriptions: int = 5
+    logit_scale: float = 100.0
+
+    def validate(self) -> SimConfig:
+        check_int("n_train_per_class", self.n_train_per_class, 1)
+        check_int("n_test_per_class", self.n_test_per_class, 1)
+        check_int("dim", self.dim, 16)
+        check_int("family_size", self.family_size, 1)
+        check_int("noise_rank", self.noise_rank, 1)
+        check_int("n_descriptions", self.n_descriptions, 1)
+        if self.target_zero_shot is not None:
+            check_float("target_zero_shot", self.target_zero_shot, 0.0, 100.0)
+        check_float("family_weight", self.family_weight, 0.0, 0.99)
+        for name in ("image_noise", "image_gap", "text_gap", "text_noise", "confusion_strength"):
+            check_float(name, getattr(self, name), 0.0)
+        check_float("mismatch_alignment", self.mismatch_alignment, 0.0, 1.0)
+        check_float("confusion_fraction", self.confusion_fraction, 0.0, 1.0)
+        check_float("hard_fraction", self.hard_fraction, 0.0, 1.0)
+        check_float("text_error_mix", self.text_error_mix, 0.0, 1.0)
+        check_float("text_noise_spread", self.text_noise_spread, 0.0)
+        check_float("logit_scale", self.logit_scale, 0.0)
+        return self
+
+
+@cache
+def _sim_presets() -> dict[str, dict]:
+    return yaml.safe_load(resources.files("cap.sim").joinpath("presets.yml").read_text())
+
+
+def preset_names() -> list[str]:
+    return dataset_names()
+
+
+def preset_config(preset: str, **overrides) -> SimConfig:
+    """The resolved config of a preset; overrides must name SimConfig fields."""
+    if not isinstance(preset, str):
+        raise UnknownNameError("simulator preset", preset, preset_names())
+    try:
+        info = get_dataset(preset)
+    except UnknownNameError:
+        raise UnknownNameError("simulator preset", preset, preset_names()) from None
+    valid = {f.name for f in fields(SimConfig)} - {"preset"}
+    unknown = set(overrides) - valid
+    if unknown:
+        raise ParameterError(f"unknown simulator parameter(s) {sorted(unknown)}; valid: {', '.join(sorted(valid))}")
+    config = SimConfig(
+        preset=info.name,
+        n_train_per_class=info.train_per_class,
+        n_test_per_class=info.test_per_class,
+        **_sim_presets()[info.name],
+    )
+    return replace(config, **overrides).validate()

@@ -1,0 +1,61 @@
+"""A simulated dataset with its ground truth (what :func:`cap.sim.make_problem` returns)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from cap.sim.presets import SimConfig
+
+
+@dataclass
+class SimProblem:
+    """A simulated dataset with its ground truth. Features are L2-normalised float32."""
+
+    config: SimConfig
+    seed: int
+    classnames: list[str]
+    train_features: np.ndarray  # (N, d)
+    train_labels: np.ndarray  # (N,)
+    test_features: np.ndarray
+    test_labels: np.ndarray
+    text_features: np.ndarray  # (C, d), the "a photo of a {class}" texts
+    descriptions: np.ndarray  # (C, n_descriptions, d)
+    description_quality: np.ndarray  # (C, n_descriptions), in [0, 1]; 1 = points at the class images
+    mismatched: list[int]  # planted concept mismatch, sorted
+    confusion_pairs: list[tuple[int, int]]  # (a, b): a's text drifts toward b's images
+    families: np.ndarray  # (C,) family id of each class
+    class_means: np.ndarray = field(repr=False)  # (C, d) class image directions, before offset and noise
+    calibrated_text_noise: float = 0.0
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classnames)
+
+    @property
+    def confused_classes(self) -> list[int]:
+        return sorted({c for pair in self.confusion_pairs for c in pair})
+
+    def logits(self, features: np.ndarray, text: np.ndarray | None = None) -> np.ndarray:
+        """CLIP logits: logit_scale * cosine(features, text); text defaults to the class texts."""
+        text = self.text_features if text is None else text
+        return self.config.logit_scale * features @ text.T
+
+    def zero_shot_predictions(self, split: str = "test") -> np.ndarray:
+        features = {"train": self.train_features, "test": self.test_features}[split]
+        return self.logits(features).argmax(1)
+
+    def zero_shot_accuracy(self, split: str = "test") -> float:
+        labels = {"train": self.train_labels, "test": self.test_labels}[split]
+        return float((self.zero_shot_predictions(split) == labels).mean() * 100)
+
+    def ground_truth(self) -> dict:
+        """The planted structure, as plain Python (for records and tables)."""
+        return {
+            "mismatched": [self.classnames[c] for c in self.mismatched],
+            "confusion_pairs": [(self.classnames[a], self.classnames[b]) for a, b in self.confusion_pairs],
+            "calibrated_text_noise": self.calibrated_text_noise,
+            "config": asdict(self.config),
+            "seed": self.seed,
+        }
