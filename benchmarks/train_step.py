@@ -49,7 +49,7 @@ from cap.data.splits import make_split
 from cap.methods.cap import CapTrainer
 from cap.models.clip import WEIGHTS_ENV, resolve_device, resolve_precision
 from cap.models.model_config import ModelConfig
-from cap.sources.base import Source
+from cap.sources.source import Source
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

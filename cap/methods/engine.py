@@ -12,7 +12,7 @@ from cap.config import RunConfig
 from cap.core import metrics
 from cap.core.numeric import memoised, softmax
 from cap.core.pseudolabels import leaderboard_topk
-from cap.models.base import Backbone
+from cap.models.backbone import Backbone
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int):

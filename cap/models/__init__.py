@@ -1,1 +1,1 @@
-"""Backends behind one interface (:class:`cap.models.base.Backbone`) plus the residual adapters."""
+"""Backends behind one interface (:class:`cap.models.backbone.Backbone`) plus the residual adapters."""

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cap.models.base import Backbone
+from cap.models.backbone import Backbone
 
 
 class FeatureBackbone(Backbone):

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cap.errors import CapError, ParameterError
-from cap.models.base import Backbone
+from cap.models.backbone import Backbone
 from cap.models.clip import autocast_context, freeze, load_clip, prompt_strings, resolve_precision
 from cap.models.model_config import ModelConfig
 from cap.models.prompts import MaPLePrompts, make_prompts

@@ -9,7 +9,7 @@ candidate description features).
 from __future__ import annotations
 
 from cap.config import RunConfig
-from cap.sources.base import Source
+from cap.sources.source import Source
 
 
 def make_source(config: RunConfig) -> Source:

@@ -48,7 +48,7 @@ from cap.data.readers import read_dataset
 from cap.data.views import clip_normalisation, strong_view
 from cap.data.description_texts import load_descriptions_file
 from cap.errors import ParameterError, check_int
-from cap.sources.base import Source, paradigm_split
+from cap.sources.source import Source, paradigm_split
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Features from the concept simulator, as a :class:`~cap.sources.base.Source`."""
+"""Features from the concept simulator, as a :class:`~cap.sources.source.Source`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from cap.config import RunConfig
 from cap.models.feature_backbone import FeatureBackbone
 from cap.sim import make_problem
-from cap.sources.base import Source, paradigm_split
+from cap.sources.source import Source, paradigm_split
 
 
 @functools.lru_cache(maxsize=4)

@@ -47,7 +47,7 @@ class Source:
 
     def make_backbone(self, config: RunConfig, prompt: str, device: torch.device):
         """The trainable model for these inputs, with ``prompt`` prompts ("maple" or "coop") where
-        the backbone has prompts (a :class:`~cap.models.base.Backbone`)."""
+        the backbone has prompts (a :class:`~cap.models.backbone.Backbone`)."""
         raise NotImplementedError
 
 
