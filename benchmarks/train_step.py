@@ -23,7 +23,7 @@ the time of a step does not depend on the weight values. Precision follows the l
 set size (``getrusage``, model loading included) on CPU.
 
 ``--sim PRESET`` instead times a whole CAP run (``--sim-epochs``, default the official 50 × 50
-steps) on the feature backend, the concept simulator, through ``cap.methods.run``.
+steps) on the feature backend, the concept simulator, through ``cap.experiments.runs.run``.
 
 Prints a short summary and, last, one JSON line.
 """
