@@ -7,7 +7,7 @@ import torch
 
 from cap.errors import UnknownNameError
 from cap.core.losses import margin_cross_entropy, masked_margin_cross_entropy, partial_label_loss
-from cap.core.margin import class_prototypes, class_similarity, confusion_margin
+from cap.core.margin import class_prototypes, class_similarity, confusion_margin, largest_entries
 
 LOGITS = torch.tensor([[2.0, 1.0, 0.0]])
 TARGET = torch.tensor([0])
@@ -101,3 +101,9 @@ def test_class_prototypes_with_an_empty_class():
     s = 1 / math.sqrt(2)
     torch.testing.assert_close(class_prototypes(features, labels, fallback),
                                torch.tensor([[s, s], [1.0, 0.0], [0.0, 1.0]]))
+
+
+def test_largest_margin_entries_skip_the_diagonal():
+    margin = torch.tensor([[9.0, 1.0, 3.0], [2.0, 9.0, 0.5], [4.0, 0.0, 9.0]])
+    assert largest_entries(margin, n=3) == [[2, 0, 4.0], [0, 2, 3.0], [1, 0, 2.0]]
+    assert len(largest_entries(margin, n=10)) == 6, "at most the off-diagonal entries"

@@ -30,6 +30,19 @@ def confusion_margin(similarity: torch.Tensor, counts: torch.Tensor, scale: floa
     return margin.fill_diagonal_(0.0)
 
 
+def largest_entries(margin: torch.Tensor, n: int = 5) -> list[list]:
+    """The ``n`` largest off-diagonal entries of a margin matrix as ``[y, j, value]`` (label class y,
+    competing class j), largest first: which pairs the margin pushes apart most."""
+    values = margin.detach().float().cpu().clone()
+    values.fill_diagonal_(float("-inf"))
+    n = min(n, values.numel() - len(values))
+    top = torch.topk(values.flatten(), n) if n > 0 else None
+    if top is None:
+        return []
+    width = values.shape[1]
+    return [[int(i) // width, int(i) % width, round(float(v), 4)] for v, i in zip(top.values, top.indices)]
+
+
 def class_similarity(text: torch.Tensor, prototypes: torch.Tensor, rescale: bool = True) -> torch.Tensor:
     """S[i, j] = max(cos(v̄_i, v̄_j), cos(w_i, w_j)) for normalised text features ``text`` and image
     prototypes ``prototypes`` (rows L2-normalised here).

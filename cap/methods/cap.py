@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from cap.config import RunConfig
 from cap.core.concepts import align_concepts, choose_descriptions, cluster_centroids, find_mismatch
 from cap.core.losses import margin_cross_entropy, masked_margin_cross_entropy
-from cap.core.margin import class_prototypes, class_similarity, confusion_margin
+from cap.core.margin import class_prototypes, class_similarity, confusion_margin, largest_entries
 from cap.core.pseudolabels import confident_leaderboard, dpl_size, refresh_dpl
 from cap.data.registry import get_dataset
 from cap.methods.checkpoints import (RunInterrupted, load_checkpoint, load_trainable_state, save_checkpoint,
@@ -248,7 +248,8 @@ class CapTrainer:
             entry = {"epoch": epoch, "loss": out["loss"], "sigma": out["sigma"].tolist(),
                      "masked_share": out["masked_share"], "masked_accuracy": out["masked_accuracy"],
                      "margin_mean": float(margin.sum() / max(1, margin.numel() - len(margin))) if margin is not None else 0.0,
-                     "margin_max": float(margin.max()) if margin is not None else 0.0}
+                     "margin_max": float(margin.max()) if margin is not None else 0.0,
+                     "margin_largest": largest_entries(margin) if margin is not None else []}
             if epoch % config.refresh_every == 0:
                 state["dpl"], k_e = self.refresh(epoch, state["dpl"], out["draws"])
                 state["refreshes"].append({"epoch": epoch, "k": k_e} | dpl_accuracy(state["dpl"], self.source.train_labels))
