@@ -60,15 +60,15 @@ def test_summarise_by_hand(tmp_path):
     assert list(frame["state"]) == ["done", "done", "stale"]
     (cell,) = report.summarise(frame, ["dataset", "paradigm", "method"]).to_dict("records")
     # mean 42, sample std sqrt(((−2)² + 2²)/1) = 2.83; the paper's DTD zero-shot is 43.2 (verified)
-    assert cell["ours"] == "42.00 ± 2.83" and cell["done"] == "2/3"
-    assert cell["seeds"] == "1: 40.00, 2: 44.00, 3: stale"
+    assert cell["ours"] == "42.0 ± 2.8" and cell["done"] == "2/3"
+    assert cell["seeds"] == "1: 40.0, 2: 44.0, 3: stale"
     assert cell["paper"] == 43.2 and cell["source"] == "grip_readme (verified)"
     assert cell["difference"] == pytest.approx(-1.2)
     shown = report.cell_table(pd.DataFrame([cell]), ["dataset", "method"])
     assert shown.loc[0, "dataset"] == "DTD" and shown.loc[0, "method"] == "Zero-shot CLIP"
-    assert shown.loc[0, "ours − paper"] == "-1.20"
+    assert shown.loc[0, "ours − paper"] == "\u22121.2"
     wide = report.wide_html(pd.DataFrame([cell]))
-    assert "<b>42.00 ± 2.83</b><br><small>paper 43.20 (verified), Δ -1.20</small>" in wide and "DTD" in wide
+    assert "<strong>42.0 ± 2.8</strong><br><small>paper 43.2, Δ \u22121.2</small>" in wide and "DTD" in wide
     assert "1 records are **stale** (record version 1, this code writes" in report.commands_markdown(frame, "sim")
     assert report.missing_commands(frame, "sim") == ['make runs PROFILE=sim MATRIX=table1 DATASET=dtd PARADIGM=ul '
                                                      'METHOD=zero_shot SEEDS="3"']

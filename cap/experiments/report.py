@@ -1,67 +1,104 @@
-"""Read results records into tables for the book's pages; pages never train.
+"""Read results records into the tables of the book's pages; pages never train.
 
 :func:`collect` lists every planned run of a matrix under a profile with what its record holds
 (or why there is none: missing, failed, stale); :func:`summarise` turns runs into cells with
 mean ± std over seeds, every seed's value, the paper's number, its provenance and the difference.
+The rest formats them the way every page shows numbers: accuracies with one decimal, counts as
+integers, the best value of a column in bold, a missing value saying why (never ``nan``), and each
+cell linking to the runs behind it (:class:`SiteLinks`).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from cap.data.registry import get_dataset
-from cap.experiments.references import reference_number
-from cap.experiments.matrix import command, load_matrix, plan
+from cap.experiments.matrix import command, get_profile, load_matrix, plan
 from cap.experiments.records import DEFAULT_RECORDS, record_status
+from cap.experiments.references import reference_number
 
 METHOD_TITLES = {"zero_shot": "Zero-shot CLIP", "fpl": "FPL", "grip": "GRIP", "cpl": "CPL", "cap": "CAP"}
 PARADIGM_TITLES = {"ssl": "SSL", "ul": "UL", "trzsl": "TRZSL"}
+PROFILE_TITLES = {"paper": "Real data", "sim": "Concept simulator"}
 NOT_RUN = "not run yet"
+NO_VALUE = "—"
+MINUS = "\u2212"
+DECIMALS = 1  # accuracies, their std and differences, in percentage points
 
 
+# -- numbers -----------------------------------------------------------------------------------
+def is_missing(value) -> bool:
+    """None, NaN (float or numpy) or pandas' NA."""
+    if value is None or value is pd.NA:
+        return True
+    try:
+        return bool(isinstance(value, (float, np.floating)) and math.isnan(value))
+    except TypeError:
+        return False
+
+
+def number(value, decimals: int = DECIMALS, signed: bool = False, missing: str = NO_VALUE) -> str:
+    """``value`` with ``decimals`` decimals (a typographic minus; ``+`` when ``signed``), or ``missing``."""
+    if is_missing(value):
+        return missing
+    if decimals == 0:
+        text = f"{round(float(value)):+d}" if signed else f"{round(float(value)):d}"
+    else:
+        text = f"{float(value):+.{decimals}f}" if signed else f"{float(value):.{decimals}f}"
+    return text.replace("-", MINUS)
+
+
+def mean_std(values, decimals: int = DECIMALS) -> str:
+    """``mean ± std`` (sample std over seeds) of the finite values, the single value, or "not run yet"."""
+    values = [float(v) for v in values if not is_missing(v)]
+    if not values:
+        return NOT_RUN
+    if len(values) == 1:
+        return number(values[0], decimals)
+    return f"{number(np.mean(values), decimals)} ± {number(np.std(values, ddof=1), decimals)}"
+
+
+# -- records into cells ------------------------------------------------------------------------
 def collect(matrix: str, profile: str, records_root: str | Path = DEFAULT_RECORDS, **filters) -> pd.DataFrame:
-    """One row per planned run: its labels, state (done / missing / failed / stale), the headline
-    value (top-1, or H in TRZSL) and the record itself (``None`` unless done)."""
+    """One row per planned run: its labels, profile, state (done / missing / failed / stale), the
+    headline value (top-1, or H in TRZSL) and the record itself (``None`` unless done)."""
     records_dir = Path(records_root) / profile
     rows = []
     for run in plan(matrix, profile, **filters):
         status = record_status(run.key, records_dir)
         record = status.record
-        rows.append(run.labels | {"state": status.state, "detail": status.detail,
+        rows.append(run.labels | {"profile": profile, "state": status.state, "detail": status.detail,
                                   "value": record["results"]["headline"] if record else np.nan, "record": record})
-    columns = ["matrix", "dataset", "paradigm", "method", "variant", "sweep", "seed", "key", "state", "detail",
-               "value", "record"]
+    columns = ["matrix", "dataset", "paradigm", "method", "variant", "sweep", "seed", "key", "profile", "state",
+               "detail", "value", "record"]
     return pd.DataFrame(rows, columns=columns)
 
 
-def mean_std(values) -> str:
-    """``mean ± std`` (sample std over seeds) of the finite values, or "not run yet"."""
-    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not values:
-        return NOT_RUN
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
+def has_results(runs: pd.DataFrame) -> bool:
+    return bool(len(runs)) and bool((runs["state"] == "done").any())
 
 
 def _seed_values(group: pd.DataFrame) -> str:
     if (group["state"] == "missing").all():
-        return "—"
+        return NO_VALUE
     parts = []
     for seed, value, state in zip(group["seed"], group["value"], group["state"]):
-        parts.append(f"{seed}: {value:.2f}" if state == "done" else f"{seed}: {state}")
+        parts.append(f"{seed}: {number(value)}" if state == "done" else f"{seed}: {state}")
     return ", ".join(parts)
 
 
 def summarise(runs: pd.DataFrame, by: list[str], paper: bool = True, reference_variant: str | None = None) -> pd.DataFrame:
     """Cells of a table: mean, std and ``ours`` (mean ± std), every seed's value, how many seeds have a
-    result, and with ``paper`` the published number, its source and verified flag, and ours − paper.
-    With ``reference_variant``, only that variant's cells are compared with a published number (the
-    reference file holds full-method numbers, not ablations)."""
+    result, the runs behind the cell (``runs``: seed, key, state) and with ``paper`` the published
+    number, its source and verified flag, and ours − paper. With ``reference_variant``, only that
+    variant's cells are compared with a published number (the reference file holds full-method
+    numbers, not ablations)."""
     rows = []
     for key, group in runs.groupby(by, sort=False, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
@@ -70,7 +107,10 @@ def summarise(runs: pd.DataFrame, by: list[str], paper: bool = True, reference_v
         row |= {"mean": done["value"].mean() if len(done) else np.nan,
                 "std": done["value"].std(ddof=1) if len(done) > 1 else np.nan,
                 "ours": mean_std(done["value"].tolist()),
-                "seeds": _seed_values(group), "done": f"{len(done)}/{len(group)}"}
+                "seeds": _seed_values(group), "done": f"{len(done)}/{len(group)}",
+                "runs": [{"seed": int(r["seed"]), "key": r["key"], "state": r["state"], "dataset": r["dataset"],
+                          "paradigm": r["paradigm"], "profile": r.get("profile")}
+                         for r in group.to_dict("records")]}
         if paper:
             comparable = {"method", "paradigm", "dataset"} <= set(row) and (
                 reference_variant is None or row.get("variant") == reference_variant)
@@ -120,59 +160,200 @@ def done_records(runs: pd.DataFrame) -> list[tuple[dict, dict]]:
     return [(row._asdict(), row.record) for row in runs.itertuples(index=False) if row.state == "done"]
 
 
-def _number(value, signed: bool = False) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    return f"{value:+.2f}" if signed else f"{value:.2f}"
+# -- links from numbers to runs ----------------------------------------------------------------
+@dataclass(frozen=True)
+class SiteLinks:
+    """Where a page's numbers link to on the built site: each record is published as
+    ``records/<profile>/run-<key>.json`` and each executed run notebook (one per dataset and
+    paradigm) is the page ``_generated/runs/<profile>/<dataset>-<paradigm>.html``, with one anchor
+    per run (``run-<key>``). ``to_root`` leads from the page to the site's root."""
+
+    records_root: Path
+    to_root: str = "../../"
+
+    def record(self, profile: str, key: str) -> str:
+        return f"{self.to_root}records/{profile}/run-{key}.json"
+
+    def run_page(self, profile: str, dataset: str, paradigm: str) -> str | None:
+        """The run notebook's page, or None when this build has no such notebook."""
+        name = f"{dataset}-{paradigm}"
+        if not (Path(self.records_root).parent / "runs" / profile / f"{name}.ipynb").is_file():
+            return None
+        return f"{self.to_root}_generated/runs/{profile}/{name}.html"
+
+    def run(self, profile: str, dataset: str, paradigm: str, key: str) -> str:
+        """A run's row on its run page, or its record where there is no run page."""
+        page = self.run_page(profile, dataset, paradigm)
+        return f"{page}#run-{key}" if page else self.record(profile, key)
+
+
+def seed_links(runs: list[dict], links: SiteLinks | None) -> str:
+    """HTML: "seeds 1 2 3", each seed with a result linking to its run."""
+    done = [r for r in runs if r["state"] == "done"]
+    if not done or links is None:
+        return ""
+    anchors = " ".join(f'<a href="{escape(links.run(r["profile"], r["dataset"], r["paradigm"], r["key"]))}">{r["seed"]}</a>'
+                       for r in done)
+    return f"seed{'s' if len(done) > 1 else ''} {anchors}"
+
+
+def _best_rows(values: pd.Series, best: str) -> set:
+    finite = values.dropna()
+    if not len(finite) or best not in ("max", "min"):
+        return set()
+    target = finite.max() if best == "max" else finite.min()
+    return set(finite.index[np.isclose(finite.values.astype(float), float(target))])
+
+
+def _wide_cell(raw: pd.Series, bold: bool, links: SiteLinks | None) -> str:
+    text = escape(str(raw["ours"]))
+    if not is_missing(raw["mean"]):
+        text = f"<strong>{text}</strong>" if bold else text
+    elif len(raw["runs"]) and all(r["state"] == "failed" for r in raw["runs"]):
+        text = "failed"
+    lines = [text]
+    if "paper" in raw and not is_missing(raw["paper"]):
+        paper = f"paper {number(raw['paper'])}{'' if raw['verified'] else '*'}"
+        if not is_missing(raw["difference"]):
+            paper += f", Δ {number(raw['difference'], signed=True)}"
+        lines.append(f"<small>{paper}</small>")
+    seeds = seed_links(raw["runs"], links) if "runs" in raw else ""
+    if seeds:
+        lines.append(f"<small>{seeds}</small>")
+    return "<br>".join(lines)
+
+
+def wide_html(cells: pd.DataFrame, rows: str = "method", columns: str = "dataset", links: SiteLinks | None = None,
+              best: str = "max") -> str:
+    """A compact table (e.g. methods × datasets): each cell holds ours (mean ± std, the best of its
+    column in bold), the paper's number and the difference, and links to the seeds' runs; notes
+    under the table say what an asterisk and an empty cell mean. Returned as HTML."""
+    if not len(cells):
+        return "<p>No runs planned.</p>"
+    shown = titled(cells)
+    best_rows = set()
+    for _, group in cells.groupby(columns, sort=False):
+        best_rows |= _best_rows(group["mean"], best)
+    table: dict = {}
+    for (index, cell), (_, raw) in zip(shown.iterrows(), cells.iterrows()):
+        table.setdefault(escape(str(cell[rows])), {})[escape(str(cell[columns]))] = _wide_cell(raw, index in best_rows, links)
+    frame = pd.DataFrame.from_dict(table, orient="index").fillna("not in this matrix")
+    frame.columns.name = escape(rows)  # the corner cell names the row labels, no extra header row
+    notes = ["Bold: the best mean of its column."]
+    if "paper" in cells:
+        if cells["verified"].eq(False).any():
+            notes.append("* the paper's number is an unverified transcription.")
+        if cells["paper"].isna().any():
+            notes.append("No paper line: the paper's number is not transcribed.")
+    return wrap_table(frame.to_html(escape=False, border=0, classes="table"), " ".join(notes))
+
+
+def wrap_table(table_html: str, note: str = "") -> str:
+    """A table in a box that scrolls sideways when the page is narrow, with a note under it."""
+    note_html = f'<p class="table-note">{escape(note, quote=False)}</p>' if note else ""
+    return f'<div class="table-box">{table_html}</div>{note_html}'
+
+
+def _format_cell(value, decimals, missing: str) -> str:
+    if is_missing(value):
+        return escape(missing)
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return number(value, decimals)
+    return escape(str(value))
+
+
+def html_table(frame: pd.DataFrame, decimals: int | dict = DECIMALS, missing: str | dict = NO_VALUE,
+               best: dict | None = None, html_columns: tuple = (), note: str = "") -> str:
+    """A table for a page: floats with ``decimals`` (per column, or one for all), integers as
+    integers, a missing value replaced by ``missing`` (per column: the reason it is missing), the
+    best value of each column in ``best`` ({column: "max" or "min"}) in bold, no index column.
+    Columns in ``html_columns`` hold HTML (links) and are not escaped."""
+    best = best or {}
+    out = pd.DataFrame(index=frame.index)
+    for column in frame.columns:
+        places = decimals.get(column, DECIMALS) if isinstance(decimals, dict) else decimals
+        reason = missing.get(column, NO_VALUE) if isinstance(missing, dict) else missing
+        values = frame[column]
+        if column in html_columns:
+            out[escape(str(column))] = [escape(reason) if is_missing(v) else str(v) for v in values]
+            continue
+        bold = _best_rows(pd.to_numeric(values, errors="coerce"), best[column]) if column in best else set()
+        out[escape(str(column))] = [f"<strong>{_format_cell(v, places, reason)}</strong>" if i in bold
+                                    else _format_cell(v, places, reason) for i, v in zip(frame.index, values)]
+    note = note or ("Bold: the best value of its column." if best else "")
+    return wrap_table(out.to_html(escape=False, index=False, border=0, classes="table"), note)
 
 
 def cell_table(cells: pd.DataFrame, labels: list[str], paper: bool = True) -> pd.DataFrame:
     """A display table: label columns, ours (mean ± std), every seed, and the paper's number with its
-    source and ours − paper."""
+    source and ours − paper (text, ready to show)."""
     shown = titled(cells)[labels].copy() if len(cells) else pd.DataFrame(columns=labels)
     shown["ours (mean ± std)"] = cells["ours"].values
     shown["per seed"] = cells["seeds"].values
     if paper:
-        shown["paper"] = [_number(v) for v in cells["paper"]]
+        shown["paper"] = [number(v, missing="not transcribed") for v in cells["paper"]]
         shown["paper's source"] = cells["source"].values
-        shown["ours − paper"] = [_number(v, signed=True) for v in cells["difference"]]
+        shown["ours − paper"] = [number(v, signed=True, missing="no paper number" if is_missing(p) else NOT_RUN)
+                                 for v, p in zip(cells["difference"], cells["paper"])]
     return shown.reset_index(drop=True)
 
 
-def wide_html(cells: pd.DataFrame, rows: str = "method", columns: str = "dataset") -> str:
-    """A compact table (e.g. methods × datasets) whose cells hold ours (mean ± std) and, below it,
-    the paper's number with its verified flag and the difference; returned as HTML."""
-    from html import escape
-
-    if not len(cells):
-        return "<p>No runs planned.</p>"
-    shown = titled(cells)
-    table = {}
-    for (_, cell), (_, raw) in zip(shown.iterrows(), cells.iterrows()):
-        text = f"<b>{escape(cell['ours'])}</b>"
-        if "paper" in cells and not (isinstance(raw["paper"], float) and math.isnan(raw["paper"])):
-            flag = "verified" if raw["verified"] else "unverified"
-            text += f"<br><small>paper {raw['paper']:.2f} ({flag})"
-            if not math.isnan(raw["difference"]):
-                text += f", Δ {raw['difference']:+.2f}"
-            text += "</small>"
-        table.setdefault(cell[rows], {})[cell[columns]] = text
-    frame = pd.DataFrame.from_dict(table, orient="index")
-    frame.columns.name = rows  # the corner cell names the row labels, no extra header row
-    return frame.to_html(escape=False, border=0, classes="table", na_rep="")
+def details(summary: str, frame: pd.DataFrame | str) -> str:
+    """HTML: ``frame`` (a table, or HTML) folded under ``summary``."""
+    body = frame if isinstance(frame, str) else html_table(frame)
+    return f"<details><summary>{escape(summary)}</summary>{body}</details>"
 
 
-def details(summary: str, frame: pd.DataFrame) -> str:
-    """HTML: ``frame`` folded under ``summary`` (the per-seed detail of a compact table)."""
-    from html import escape
+def show(frame: pd.DataFrame, **options):
+    """A table for a page (see :func:`html_table`), ready to display."""
+    from IPython.display import HTML
 
-    return (f"<details><summary>{escape(summary)}</summary>"
-            f"{frame.to_html(index=False, border=0, classes='table')}</details>")
+    return HTML(html_table(frame, **options))
 
 
-def show(frame: pd.DataFrame):
-    """A table for a page: no index column."""
-    return frame.style.hide(axis="index")
+# -- what has run, and the commands for the rest ---------------------------------------------
+def run_state_html(runs: pd.DataFrame, profile: str, matrix: str) -> str:
+    """One line: how many of the matrix's runs in ``profile`` have a result and the one command
+    that runs the rest; under it, folded, the per-slice commands and what failed or is stale."""
+    total, done = len(runs), int((runs["state"] == "done").sum()) if len(runs) else 0
+    title = PROFILE_TITLES.get(profile, get_profile(profile).title)
+    if not total:
+        return f"<p><strong>{escape(title)}:</strong> this matrix has no runs in the <code>{profile}</code> profile.</p>"
+    counts = f"{done} of {total} runs have a result"
+    problems = [f"{n} {state}" for state, n in runs["state"].value_counts().items() if state in ("failed", "stale")]
+    if problems:
+        counts += f" ({', '.join(problems)})"
+    if done == total:
+        return f"<p><strong>{escape(title)}:</strong> {counts}.</p>"
+    whole = command(profile, matrix)
+    line = (f"<p><strong>{escape(title)}:</strong> {counts}. Run {'them' if not done else 'the rest'} with "
+            f"<code>{escape(whole)}</code> (finished runs are skipped).</p>")
+    return line + details("commands for each dataset and paradigm, and what failed", commands_html(runs, profile))
+
+
+def commands_html(runs: pd.DataFrame, profile: str, limit: int = 60) -> str:
+    """The commands for every run without a result, failures and stale records, as HTML."""
+    commands = missing_commands(runs, profile)
+    parts = []
+    failed = runs[runs["state"] == "failed"]
+    if len(failed):
+        errors = sorted(set(failed["detail"]))
+        parts.append(f"<p>{len(failed)} runs failed (their <code>failed-&lt;key&gt;.json</code> records hold the "
+                     "tracebacks): " + "; ".join(f"<code>{escape(e)}</code>" for e in errors[:3])
+                     + (" …" if len(errors) > 3 else "") + "</p>")
+    stale = runs[runs["state"] == "stale"]
+    if len(stale):
+        parts.append(f"<p>{len(stale)} records are stale ({escape(stale['detail'].iloc[0])}): they are not shown "
+                     "as results and the commands below rerun them.</p>")
+    if commands:
+        more = (f"\n… and {len(commands) - limit} more (python -m cap runs --profile {profile} --list lists them)"
+                if len(commands) > limit else "")
+        parts.append("<pre>" + escape("\n".join(commands[:limit]) + more) + "</pre>")
+    return "".join(parts) or "<p>Every run of this matrix has a result.</p>"
 
 
 def commands_markdown(runs: pd.DataFrame, profile: str, limit: int = 40) -> str:

@@ -1,0 +1,123 @@
+"""What pages compute from records, against hand-computed values."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cap.experiments import analysis
+
+
+def runs(rows):
+    return pd.DataFrame(rows, columns=["dataset", "paradigm", "variant", "seed", "state", "value"])
+
+
+def test_official_setting_of_a_sweep_is_the_official_codes_value_per_dataset():
+    assert analysis.official_setting("figure6_k", "sim", "dtd") == 16
+    assert analysis.official_setting("figure6_k", "sim", "flowers102") == 6, "the official code's Flowers102 k"
+    assert analysis.official_setting("figure7_tau", "sim", "fgvc_aircraft") == 0.5
+    assert analysis.official_setting("figure10_margin_scale", "paper", "fgvc_aircraft") == 12.0, "14 is overwritten"
+    assert analysis.official_setting("figure11_unlabelled_fraction", "sim", "dtd") == 1.0
+    assert analysis.official_setting("table1", "sim", "dtd") is None
+
+
+def test_sweep_spread_is_max_minus_min_of_the_means():
+    cells = pd.DataFrame({"dataset": ["dtd", "dtd", "dtd", "eurosat"], "mean": [40.0, 46.5, np.nan, 70.0]})
+    assert analysis.sweep_spread(cells).to_dict() == {"dtd": 6.5, "eurosat": 0.0}
+
+
+def test_ablation_effect_averages_the_cells_that_have_both():
+    frame = runs([("dtd", "ul", "full", 1, "done", 50.0), ("dtd", "ul", "full", 2, "done", 54.0),
+                  ("dtd", "ul", "no_ca", 1, "done", 49.0), ("dtd", "ul", "no_ca", 2, "failed", np.nan),
+                  ("cub", "ul", "full", 1, "done", 30.0), ("cub", "ul", "no_ca", 1, "done", 33.0),
+                  ("rs", "ul", "full", 1, "done", 90.0)])
+    # dtd: 52 − 49 = 3; cub: 30 − 33 = −3; rs has no no_ca: mean(3, −3) = 0
+    assert analysis.ablation_effect(frame, "full", "no_ca") == pytest.approx(0.0)
+    assert math.isnan(analysis.ablation_effect(frame, "full", "no_margin"))
+
+
+def test_paired_differences_use_only_seeds_both_have():
+    frame = runs([("dtd", "ul", "official", 1, "done", 50.0), ("dtd", "ul", "official", 2, "done", 52.0),
+                  ("dtd", "ul", "delta_paper", 1, "done", 51.0), ("dtd", "ul", "delta_paper", 2, "done", 55.0),
+                  ("dtd", "ul", "delta_paper", 3, "done", 99.0)])
+    (row,) = analysis.paired_differences(frame).to_dict("records")
+    assert row["per_seed"] == {1: 1.0, 2: 3.0} and row["difference"] == 2.0, "seed 3 has no official run"
+
+
+def test_training_times_relative_to_cap_and_the_papers_ratio():
+    records = [({"dataset": "eurosat", "method": m, "seed": s},
+                {"results": {"train_seconds": t, "wall_seconds": w, "device": "cpu"}})
+               for m, s, t, w in (("cap", 1, 8.0, 10.0), ("cap", 2, 10.0, 12.0), ("cpl", 1, 30.0, 33.0))]
+    table = analysis.training_times(records, {"eurosat": {"cap": 29, "cpl": 74}}).set_index("method")
+    assert table.loc["cap", "wall"] == 11.0 and table.loc["cap", "seeds"] == 2
+    assert table.loc["cpl", "relative"] == pytest.approx(3.0) and table.loc["cpl", "paper_relative"] == pytest.approx(74 / 29)
+
+
+def test_detected_mismatch_against_the_official_list():
+    names = [f"c{i}" for i in range(45)]
+    names[5], names[38] = "chaparral", "terrace"  # RESISC45's official list: chaparral, terrace
+    from cap.data.registry import get_dataset
+    official = get_dataset("resisc45").class_indices(("chaparral", "terrace"))
+    record = {"results": {"classnames": names, "setup": {"concept_alignment": {"mismatched": [official[0], 7]}}}}
+    (row,) = analysis.detected_mismatch([({"dataset": "resisc45", "seed": 1}, record)]).to_dict("records")
+    assert (row["detected"], row["official"], row["both"], row["precision"], row["recall"]) == (2, 2, 1, 0.5, 0.5)
+
+
+def test_zero_shot_balance_by_hand():
+    out = analysis.zero_shot_balance([90.0, 5.0, np.nan], predicted=[6, 1, 3], true=[3, 3, 4])
+    # class 1 is predicted once for 3 images: 1 < 1.5, under-predicted; 6/1 = 6; entropy of (.6, .1, .3)
+    entropy = -(0.6 * np.log(0.6) + 0.1 * np.log(0.1) + 0.3 * np.log(0.3)) / np.log(3)
+    assert out["below_10"] == 2 and out["classes"] == 3 and out["under_predicted"] == pytest.approx(1 / 3)
+    assert out["imbalance_ratio"] == 6.0 and out["entropy"] == pytest.approx(entropy)
+
+
+def cap_record(paradigm="ul"):
+    return {"config": {"method": "cap", "paradigm": paradigm, "epochs": 10},
+            "results": {"classnames": ["a", "b", "c"], "seen": [0] if paradigm == "trzsl" else [],
+                        "metrics": {"predicted_counts": [2, 2, 0], "per_class_accuracy": [50.0, 80.0, 0.0]},
+                        "setup": {"zero_shot_dpl": {"size": 48, "accuracy": 70.0},
+                                  "concept_alignment": {"mismatched": [2], "dpl": {"size": 48, "accuracy": 75.0}}},
+                        "refreshes": [{"epoch": 0, "size": 60, "accuracy": 80.0}, {"epoch": 5, "size": 90, "accuracy": 85.0}],
+                        "history": [{"epoch": 0, "loss": 2.0, "sigma": [4, 4, 0]},
+                                    {"epoch": 1, "loss": 1.5, "sigma": [2, 2, 4], "margin_largest": [[2, 0, 3.5]]}]}}
+
+
+def test_cap_run_curves_by_hand():
+    record = cap_record()
+    timeline = analysis.pseudolabel_timeline(record)
+    assert timeline.values.tolist() == [[0.0, 48, 75.0], [10.0, 60, 80.0], [60.0, 90, 85.0]], "aligned D_PL first"
+    balance = analysis.prediction_balance(record)
+    # σ = (4, 4, 0): entropy log 2 / log 3; (2, 2, 4): (.25, .25, .5); test counts (2, 2, 0) as the first
+    assert balance["entropy"].tolist() == pytest.approx([
+        np.log(2) / np.log(3), -(2 * 0.25 * np.log(0.25) + 0.5 * np.log(0.5)) / np.log(3), np.log(2) / np.log(3)])
+    assert balance["progress"].tolist() == [10.0, 20.0, 100.0] and balance["stage"].tolist()[-1] == "test"
+    assert analysis.loss_curve(record).values.tolist() == [[10.0, 2.0], [20.0, 1.5]]
+    assert analysis.margin_pairs(record).to_dict("records") == [
+        {"epoch": 1, "label class": "c", "competing class": "a", "margin": 3.5}]
+    assert analysis.detected_classes(record) == ["c"]
+
+
+def test_trzsl_balance_counts_only_the_unseen_classes():
+    balance = analysis.prediction_balance(cap_record("trzsl"))
+    # unseen classes 1, 2: σ (4, 0) -> 0; (2, 4) -> entropy of (1/3, 2/3) / log 2; test (2, 0) -> 0
+    third = -(1 / 3 * np.log(1 / 3) + 2 / 3 * np.log(2 / 3)) / np.log(2)
+    assert balance["entropy"].tolist() == pytest.approx([0.0, third, 0.0])
+
+
+def test_baseline_run_curves_by_hand():
+    record = {"config": {"method": "grip", "paradigm": "ul", "epochs": 50},
+              "results": {"metrics": {"predicted_counts": [1, 1]},
+                          "history": [{"round": 1, "size": 10, "accuracy": 60.0, "loss": 1.0},
+                                      {"round": 2, "size": 20, "accuracy": 55.0, "loss": 0.5}]}}
+    assert analysis.pseudolabel_timeline(record).values.tolist() == [[0.0, 10, 60.0], [50.0, 20, 55.0]]
+    assert analysis.loss_curve(record).values.tolist() == [[50.0, 1.0], [100.0, 0.5]]
+    assert analysis.prediction_balance(record).values.tolist() == [[100.0, "test", 1.0]]
+    assert analysis.margin_pairs(record).empty and analysis.detected_classes(record) is None
+
+
+def test_per_class_against_zero_shot():
+    ours = {"results": {"classnames": ["a", "b"], "metrics": {"per_class_accuracy": [60.0, 10.0]}}}
+    zero_shot = {"results": {"metrics": {"per_class_accuracy": [50.0, 30.0]}}}
+    table = analysis.per_class_against(ours, zero_shot)
+    assert table["gain"].tolist() == [10.0, -20.0] and table["class"].tolist() == ["a", "b"]

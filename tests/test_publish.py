@@ -1,0 +1,49 @@
+"""What the site serves besides its pages: the records, one CSV of all runs, the figures."""
+
+import base64
+import json
+
+import nbformat
+import pandas as pd
+
+from cap.config import as_dict
+from cap.experiments.matrix import plan
+from cap.experiments.publish import notebook_figures, publish_records, site_folder
+from cap.experiments.records import write_record
+
+
+def test_every_record_is_published_with_one_csv_row(tmp_path):
+    records = tmp_path / "records"
+    a, b = plan("table1", "sim", datasets=["eurosat"], paradigms=["trzsl"], methods=["cap"], seeds=[1, 2])
+    write_record(records / "sim", "run", as_dict(a.config),
+                 {"status": "ok", "headline": 61.5, "metrics": {"top1": 70.0, "seen": 80.0, "unseen": 50.0,
+                                                                "harmonic_mean": 61.5}, "wall_seconds": 3.0})
+    write_record(records / "sim", "failed", as_dict(b.config), {"status": "failed", "error": "RuntimeError: boom"})
+    (records / "sim" / "notes.txt").write_text("not a record")
+    table = publish_records(records)
+    out = site_folder(records) / "records"
+    assert out == tmp_path / "site" / "records"
+    assert sorted(p.name for p in (out / "sim").iterdir()) == sorted([f"run-{a.key}.json", f"failed-{b.key}.json"])
+    csv = pd.read_csv(out / "runs.csv").set_index("key")
+    assert len(csv) == len(table) == 2
+    assert csv.loc[a.key, "harmonic_mean"] == 61.5 and csv.loc[a.key, "config.method"] == "cap"
+    assert csv.loc[b.key, "state"] == "failed" and csv.loc[b.key, "error"] == "RuntimeError: boom"
+    (records / "sim" / f"failed-{b.key}.json").unlink()
+    publish_records(records)
+    assert not (out / "sim" / f"failed-{b.key}.json").exists(), "a record removed is unpublished"
+
+
+def test_notebook_figures_come_with_their_captions(tmp_path):
+    png = b"\x89PNG\r\n\x1a\nfake"
+    image = nbformat.v4.new_output("display_data", {"image/png": base64.b64encode(png).decode()})
+    with_caption = nbformat.v4.new_code_cell("plot()", metadata={
+        "mystnb": {"figure": {"caption": "Accuracy per class.", "name": "fig-acc"}}, "tags": ["headline"]})
+    with_caption.outputs = [image]
+    bare = nbformat.v4.new_code_cell("plot()")
+    bare.outputs = [image, nbformat.v4.new_output("display_data", {"text/plain": "x"})]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# t"), with_caption, bare])
+    path = tmp_path / "page.ipynb"
+    nbformat.write(notebook, path)
+    first, second = notebook_figures(path)
+    assert (first.png, first.caption, first.name, first.tags) == (png, "Accuracy per class.", "fig-acc", ("headline",))
+    assert second.caption == "" and json.dumps(second.tags) == "[]"
