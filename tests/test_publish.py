@@ -8,7 +8,7 @@ import pandas as pd
 
 from cap.config import as_dict
 from cap.experiments.matrix import plan
-from cap.experiments.publish import notebook_figures, publish_records, site_folder
+from cap.experiments.publish import notebook_figures, publish_records, publish_sources, site_folder
 from cap.experiments.records import write_record
 
 
@@ -41,9 +41,31 @@ def test_notebook_figures_come_with_their_captions(tmp_path):
     with_caption.outputs = [image]
     bare = nbformat.v4.new_code_cell("plot()")
     bare.outputs = [image, nbformat.v4.new_output("display_data", {"text/plain": "x"})]
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# t"), with_caption, bare])
+    glued = nbformat.v4.new_code_cell("glue('f8', fig)")
+    glued.outputs = [nbformat.v4.new_output("display_data", {"image/png": base64.b64encode(png).decode()},
+                                            metadata={"scrapbook": {"name": "f8"}}),
+                     nbformat.v4.new_output("display_data", {"image/png": base64.b64encode(png).decode()},
+                                            metadata={"scrapbook": {"name": "unused"}})]
+    pasted = nbformat.v4.new_markdown_cell("Text.\n\n```{glue:figure} f8\n:name: fig-f8\n\nPseudolabel accuracy,\n"
+                                           "with and without alignment.\n```\n")
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# t"), with_caption, bare, glued, pasted])
     path = tmp_path / "page.ipynb"
     nbformat.write(notebook, path)
-    first, second = notebook_figures(path)
+    first, second, third = notebook_figures(path)
     assert (first.png, first.caption, first.name, first.tags) == (png, "Accuracy per class.", "fig-acc", ("headline",))
     assert second.caption == "" and json.dumps(second.tags) == "[]"
+    assert (third.caption, third.name) == ("Pseudolabel accuracy, with and without alignment.", "fig-f8"), \
+        "a glued figure takes the caption of the directive that pastes it; one never pasted is not on the page"
+
+
+def test_sources_are_published_as_text_with_an_index(tmp_path):
+    (tmp_path / "cap/core").mkdir(parents=True)
+    (tmp_path / "cap/core/margin.py").write_text("M = 1\n")
+    (tmp_path / "cap/core/__pycache__").mkdir()
+    (tmp_path / "cap/core/__pycache__/margin.py").write_text("skip")
+    (tmp_path / "notebooks/pages").mkdir(parents=True)
+    (tmp_path / "notebooks/pages/table1.md").write_text("# Table 1\n")
+    assert publish_sources(tmp_path, tmp_path / "site") == ["cap/core/margin.py", "notebooks/pages/table1.md"]
+    assert (tmp_path / "site/source/cap/core/margin.py.txt").read_text() == "M = 1\n"
+    index = (tmp_path / "site/source/index.html").read_text()
+    assert '<a href="notebooks/pages/table1.md.txt">notebooks/pages/table1.md</a>' in index

@@ -61,3 +61,13 @@ def test_a_profile_without_results_is_one_line_with_the_command_and_folded_slice
     assert "<details><summary>" in html and "make runs PROFILE=paper MATRIX=table1 DATASET=dtd PARADIGM=ul" in html
     done = runs.assign(state="done")
     assert report.run_state_html(done, "paper", "table1") == "<p><strong>Real data:</strong> 30 of 30 runs have a result.</p>"
+
+
+def test_rows_can_carry_anchors():
+    html = report.html_table(pd.DataFrame({"run": ["a", "b"]}), row_ids=["run-1", "run-2"])
+    assert '<tr id="run-1">' in html and '<tr id="run-2">' in html and html.count("<tr") == 3
+
+
+def test_long_text_in_a_cell_may_wrap():
+    assert report.breakable("records_root=book/_generated") == "records_<wbr>root=<wbr>book/<wbr>_<wbr>generated"
+    assert report.breakable("a_b") == "a_b", "short text is left alone"

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from cap.experiments.records import RECORD_VERSION
+from cap.experiments.records import RECORD_VERSION, record_problem
 
 CSV_NAME = "runs.csv"
 RESULT_KEYS = ("top1", "seen", "unseen", "harmonic_mean")
@@ -35,6 +36,9 @@ def record_row(profile: str, path: Path) -> dict:
         record = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         return {"profile": profile, "record": path.name, "state": f"unreadable: {err}"}
+    problem = record_problem(record, path)
+    if problem and not problem.startswith("record version"):  # not a record of any layout
+        return {"profile": profile, "record": path.name, "state": f"stale ({problem})"}
     results, config, env = record.get("results", {}), record.get("config", {}), record.get("environment", {})
     metrics = results.get("metrics", {})
     state = results.get("status", "?")
@@ -86,12 +90,29 @@ class NotebookFigure:
     tags: tuple[str, ...]
 
 
+GLUE_FIGURE = re.compile(r"(?:```|:::)\{glue:figure\}\s+(\S+)[^\n]*\n((?::\w+:[^\n]*\n)*)(.*?)(?:```|:::)", re.S)
+
+
+def _glue_figures(notebook) -> dict[str, tuple[str, str]]:
+    """key -> (caption, name) of every ``{glue:figure}`` directive in the notebook's Markdown."""
+    out = {}
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown":
+            for key, options, caption in GLUE_FIGURE.findall(cell.source):
+                name = re.search(r":name:\s*(\S+)", options)
+                out[key] = (" ".join(caption.split()), name.group(1) if name else "")
+    return out
+
+
 def notebook_figures(path: str | Path) -> list[NotebookFigure]:
-    """Every PNG output of ``path`` (an executed notebook) with the caption its cell gives it
-    (``mystnb.figure`` cell metadata; empty when it has none), in page order."""
+    """Every figure of ``path`` (an executed notebook) as the page shows it, in page order: a PNG
+    output with the caption its cell gives it (``mystnb.figure`` cell metadata; empty when none),
+    or a glued PNG with the caption of the ``{glue:figure}`` directive that pastes it (glued
+    figures no directive pastes are not on the page and are left out)."""
     import nbformat
 
     notebook = nbformat.read(Path(path), as_version=4)
+    glued = _glue_figures(notebook)
     figures = []
     for cell in notebook.cells:
         if cell.cell_type != "code":
@@ -99,7 +120,38 @@ def notebook_figures(path: str | Path) -> list[NotebookFigure]:
         options = (cell.metadata.get("mystnb") or {}).get("figure") or {}
         for output in cell.get("outputs", []):
             data = output.get("data", {})
-            if "image/png" in data:
-                figures.append(NotebookFigure(base64.b64decode(data["image/png"]), str(options.get("caption", "")),
-                                              str(options.get("name", "")), tuple(cell.metadata.get("tags", []))))
+            if "image/png" not in data:
+                continue
+            key = (output.get("metadata", {}).get("scrapbook") or {}).get("name")
+            if key is not None and key not in glued:
+                continue
+            caption, name = glued[key] if key is not None else (str(options.get("caption", "")),
+                                                                  str(options.get("name", "")))
+            figures.append(NotebookFigure(base64.b64decode(data["image/png"]), caption, name,
+                                          tuple(cell.metadata.get("tags", []))))
     return figures
+
+
+SOURCE_PATTERNS = ("cap/**/*.py", "cap/**/*.yml", "notebooks/**/*.md")
+
+
+def publish_sources(root: str | Path, out: str | Path) -> list[str]:
+    """Copy the library's and the notebooks' sources (``SOURCE_PATTERNS`` under ``root``) to
+    ``<out>/source/<path>.txt``, readable in a browser, with an ``index.html`` listing them; return
+    the paths published."""
+    from html import escape
+
+    root, target = Path(root), Path(out) / "source"
+    shutil.rmtree(target, ignore_errors=True)
+    paths = sorted({p.relative_to(root).as_posix() for pattern in SOURCE_PATTERNS for p in root.glob(pattern)
+                    if "__pycache__" not in p.parts})
+    for path in paths:
+        (target / f"{path}.txt").parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / path, target / f"{path}.txt")
+    items = "".join(f'<li><a href="{escape(p)}.txt">{escape(p)}</a></li>' for p in paths)
+    (target / "index.html").write_text(
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Sources of the CAP companion</title></head>'
+        '<body><h1>Sources of the CAP companion</h1><p>The library (<code>cap/</code>) and the notebooks '
+        '(<code>notebooks/</code>) this site was built from, as plain text. <a href="../index.html">Back to the site'
+        f"</a>.</p><ul>{items}</ul></body></html>")
+    return paths

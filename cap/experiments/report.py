@@ -11,6 +11,7 @@ cell linking to the runs behind it (:class:`SiteLinks`).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -26,6 +27,7 @@ from cap.experiments.references import reference_number
 METHOD_TITLES = {"zero_shot": "Zero-shot CLIP", "fpl": "FPL", "grip": "GRIP", "cpl": "CPL", "cap": "CAP"}
 PARADIGM_TITLES = {"ssl": "SSL", "ul": "UL", "trzsl": "TRZSL"}
 PROFILE_TITLES = {"paper": "Real data", "sim": "Concept simulator"}
+METHOD_COLOURS = {"zero_shot": "#6b6b6b", "fpl": "#1f77b4", "grip": "#2ca02c", "cpl": "#ff7f0e", "cap": "#d62728"}
 NOT_RUN = "not run yet"
 NO_VALUE = "—"
 MINUS = "\u2212"
@@ -263,15 +265,24 @@ def _format_cell(value, decimals, missing: str) -> str:
         return str(int(value))
     if isinstance(value, (float, np.floating)):
         return number(value, decimals)
-    return escape(str(value))
+    return breakable(escape(str(value)))
+
+
+def breakable(text: str, longer_than: int = 24) -> str:
+    """Long text (paths, parameter lists) may wrap after a slash, comma, equals sign or underscore,
+    so a table cell does not push its table wider than the page."""
+    if len(text) <= longer_than:
+        return text
+    return re.sub(r"([/,=_])", r"\1<wbr>", text)
 
 
 def html_table(frame: pd.DataFrame, decimals: int | dict = DECIMALS, missing: str | dict = NO_VALUE,
-               best: dict | None = None, html_columns: tuple = (), note: str = "") -> str:
+               best: dict | None = None, html_columns: tuple = (), note: str = "", row_ids: list | None = None) -> str:
     """A table for a page: floats with ``decimals`` (per column, or one for all), integers as
     integers, a missing value replaced by ``missing`` (per column: the reason it is missing), the
     best value of each column in ``best`` ({column: "max" or "min"}) in bold, no index column.
-    Columns in ``html_columns`` hold HTML (links) and are not escaped."""
+    Columns in ``html_columns`` hold HTML (links) and are not escaped; ``row_ids`` gives each row
+    an anchor (``id``) that links can point at."""
     best = best or {}
     out = pd.DataFrame(index=frame.index)
     for column in frame.columns:
@@ -285,7 +296,13 @@ def html_table(frame: pd.DataFrame, decimals: int | dict = DECIMALS, missing: st
         out[escape(str(column))] = [f"<strong>{_format_cell(v, places, reason)}</strong>" if i in bold
                                     else _format_cell(v, places, reason) for i, v in zip(frame.index, values)]
     note = note or ("Bold: the best value of its column." if best else "")
-    return wrap_table(out.to_html(escape=False, index=False, border=0, classes="table"), note)
+    table = out.to_html(escape=False, index=False, border=0, classes="table")
+    if row_ids is not None:
+        head, body = table.split("<tbody>", 1)
+        rows = body.split("<tr>")
+        body = rows[0] + "".join(f'<tr id="{escape(str(i))}">' + row for i, row in zip(row_ids, rows[1:]))
+        table = head + "<tbody>" + body
+    return wrap_table(table, note)
 
 
 def cell_table(cells: pd.DataFrame, labels: list[str], paper: bool = True) -> pd.DataFrame:
