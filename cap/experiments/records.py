@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from cap.atomic import atomic_write
 from cap.errors import CapError
+
+log = logging.getLogger(__name__)
 
 
 def _plain(value):
@@ -67,42 +70,64 @@ def write_record(directory: str | Path, kind: str, config: dict, results: dict) 
     key = config_hash(config)
     record = {"kind": kind, "version": RECORD_VERSION, "key": key, "config": config, "results": results,
               "environment": environment(), "written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    path = directory / f"{kind}-{key}.json"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(_plain(record), handle, indent=1, allow_nan=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    text = json.dumps(_plain(record), indent=1, allow_nan=True)
+    return atomic_write(directory / f"{kind}-{key}.json", lambda tmp: tmp.write_text(text))
+
+
+# What every record holds, and what the results of a run or a failure record must hold besides.
+_RECORD_FIELDS = {"kind": str, "version": int, "key": str, "config": dict, "results": dict}
+_RESULT_FIELDS = {"run": {"status": str, "headline": (int, float)}, "failed": {"error": str}}
+
+
+def record_problem(record: object, path: str | Path) -> str | None:
+    """Why ``record`` (as read from ``path``, named ``<kind>-<key>.json``) is not a usable record of
+    this layout (another version, a missing or mistyped field, a key that is not its config's hash),
+    or None when it is one."""
+    if not isinstance(record, dict):
+        return f"it holds a JSON {type(record).__name__}, not a record"
+    version = record.get("version", 1)
+    if version != RECORD_VERSION:
+        return f"record version {version}, this code writes {RECORD_VERSION}"
+    kind, _, key = Path(path).stem.rpartition("-")
+    fields = _RECORD_FIELDS | {f"results.{name}": t for name, t in _RESULT_FIELDS.get(kind, {}).items()}
+    for name, types in fields.items():
+        parent, _, leaf = name.rpartition(".")
+        value = (record[parent] if parent else record).get(leaf)
+        if isinstance(value, bool) or not isinstance(value, types):
+            return f"field {name!r} is missing or not a {getattr(types, '__name__', 'number')}"
+    if (record["kind"], record["key"]) != (kind, key):
+        return f"its kind and key ({record['kind']}, {record['key']}) do not match its file name"
+    if config_hash(record["config"]) != key:
+        return "its key is not the hash of its config (edited by hand?)"
+    return None
 
 
 class StaleRecordError(CapError):
-    """A record that is unreadable or written by another layout version: rerun its run."""
+    """A record that is unreadable, invalid or written by another layout version: rerun its run."""
 
 
 def read_current_record(path: str | Path) -> dict:
-    """The record at ``path``; StaleRecordError if it cannot be read or has another layout version."""
+    """The record at ``path``; StaleRecordError if it cannot be read, is not a valid record, or has
+    another layout version."""
     try:
         record = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise StaleRecordError(f"{path} cannot be read ({err})") from err
-    version = record.get("version", 1)
-    if version != RECORD_VERSION:
-        raise StaleRecordError(f"record version {version}, this code writes {RECORD_VERSION}")
+    problem = record_problem(record, path)
+    if problem:
+        raise StaleRecordError(f"{Path(path).name}: {problem}")
     return record
 
 
 def read_records(directory: str | Path, kind: str | None = None) -> list[dict]:
-    """Every record in ``directory`` (optionally of one kind); unreadable files are an error naming them."""
+    """Every valid current record in ``directory`` (optionally of one kind); a file that is not one
+    is left out with a warning naming it (its run is rerun where runs are skipped)."""
     records = []
     for path in sorted(Path(directory).glob(f"{kind or '*'}-*.json")):
         try:
-            records.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError) as err:
-            raise CapError(f"results record {path} cannot be read ({err}); delete it and rerun its notebook") from err
+            records.append(read_current_record(path))
+        except StaleRecordError as err:
+            log.warning("left out %s: %s; rerun its run or notebook to replace it", path, err)
     return records
 
 
@@ -127,7 +152,7 @@ def record_status(key: str, records_dir: str | Path) -> RunStatus:
     failed = records_dir / f"failed-{key}.json"
     if failed.is_file():
         try:
-            return RunStatus("failed", json.loads(failed.read_text())["results"].get("error", ""))
-        except (OSError, json.JSONDecodeError, KeyError):
-            return RunStatus("failed", f"{failed} (unreadable)")
+            return RunStatus("failed", read_current_record(failed)["results"]["error"])
+        except StaleRecordError as err:
+            return RunStatus("failed", f"{failed.name} (unreadable: {err})")
     return RunStatus("missing")
