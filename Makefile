@@ -19,8 +19,11 @@ PAGE_NOTEBOOKS := $(foreach p,$(PAGES) $(ABLATION_PAGES) $(SWEEP_PAGES),$(GEN)/p
 SIM_RUNS := $(GEN)/sim-runs.done
 PAPER_RECORDS := $(wildcard $(RECORDS)/paper/*.json)
 CHROMIUM_STAMP := $(VENV)/.chromium-stamp
+SLURM_STAMP := $(VENV)/.slurm-stamp
 
-# make runs: PROFILE (sim or paper), MATRIX, DATASET, PARADIGM, METHOD, SEEDS="1 2 3", FORCE=1
+# make runs: PROFILE (sim or paper), MATRIX, DATASET, PARADIGM, METHOD, SEEDS="1 2 3", FORCE=1, SET="epochs=2";
+# EXECUTOR=inprocess (default) | local GPUS=0,1,2,3 | slurm SLURM_OPTIONS=slurm.yml SLURM="partition=gpu time=90"
+# DETACH=1 (slurm: return once submitted); STATUS=1 (show progress, run nothing); WATCH=1 (follow progress)
 PROFILE ?= sim
 
 .PHONY: help setup book runs sim-pages test clean clean-book clean-paper-records
@@ -53,7 +56,9 @@ $(SIM_RUNS): $(LIBRARY) notebooks/run.md | $(STAMP)
 runs: | $(STAMP)
 	$(PY) -m cap runs --profile $(PROFILE) $(if $(MATRIX),--matrix $(MATRIX)) $(if $(DATASET),--dataset $(DATASET)) \
 		$(if $(PARADIGM),--paradigm $(PARADIGM)) $(if $(METHOD),--method $(METHOD)) $(if $(SEEDS),--seeds $(SEEDS)) \
-		$(if $(FORCE),--force)
+		$(if $(FORCE),--force) $(if $(SET),--set $(SET)) $(if $(EXECUTOR),--executor $(EXECUTOR)) \
+		$(if $(GPUS),--gpus $(GPUS)) $(if $(SLURM_OPTIONS),--slurm-options $(SLURM_OPTIONS)) \
+		$(if $(SLURM),--slurm $(SLURM)) $(if $(DETACH),--detach) $(if $(STATUS),--status) $(if $(WATCH),--watch)
 
 # A page notebook that fails leaves a stand-in page saying so, and the book still builds.
 $(PAGES:%=$(GEN)/pages/%.ipynb): $(GEN)/pages/%.ipynb: notebooks/pages/%.md $(SIM_RUNS) $(PAPER_RECORDS) | $(STAMP)
@@ -86,7 +91,14 @@ $(CHROMIUM_STAMP): | $(STAMP)
 		|| { echo "could not install Debian's chromium (needs apt-get as root): install it and rerun"; exit 1; }
 	touch $@
 
-test: $(STAMP) $(CHROMIUM_STAMP)
+# The executor tests bring up a real single-node Slurm from Debian's slurm-wlm and munge.
+$(SLURM_STAMP): | $(STAMP)
+	command -v slurmctld >/dev/null && command -v munged >/dev/null || { apt-get update && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y slurm-wlm munge; } \
+		|| { echo "could not install Debian's slurm-wlm and munge (needs apt-get as root): install them and rerun"; exit 1; }
+	touch $@
+
+test: $(STAMP) $(CHROMIUM_STAMP) $(SLURM_STAMP)
 	$(PY) -m pytest
 
 clean-book:

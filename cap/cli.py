@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--workers", type=int, default=None, help="notebooks at once (default: the profile's)")
     runs.add_argument("--records", default=None, help="records folder (default: book/_generated/records/PROFILE)")
     runs.add_argument("--list", action="store_true", help="list the selected runs and their state; run nothing")
+    _add_runs_executor_arguments(runs)
 
     sim = sub.add_parser("sim", help="summarise a simulator preset")
     sim.add_argument("preset")
@@ -70,19 +71,78 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_runs_executor_arguments(runs) -> None:
+    runs.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", dest="overrides",
+                      help="RunConfig fields set on every selected run (a changed run has its own record), "
+                           "e.g. --set epochs=2")
+    runs.add_argument("--executor", default="inprocess", choices=("inprocess", "local", "slurm"),
+                      help="inprocess (default): notebooks on this machine; local: one submitit job per run on "
+                           "the GPUs of --gpus; slurm: one Slurm job per run")
+    runs.add_argument("--gpus", default="0", help="local executor: GPU numbers, one job on each at a time "
+                                                  "(default: %(default)s), e.g. 0,1,2,3")
+    runs.add_argument("--slurm-options", default=None, metavar="FILE",
+                      help="YAML file of Slurm options (partition, time, mem, account, additional_parameters, ...)")
+    runs.add_argument("--slurm", nargs="*", default=[], metavar="KEY=VALUE",
+                      help="Slurm options on top of the file, e.g. --slurm partition=gpu time=90")
+    runs.add_argument("--detach", action="store_true", help="return once the jobs are submitted (slurm); "
+                                                            "`--watch` follows them later")
+    runs.add_argument("--notebooks", default=None,
+                      help="executed notebooks and job logs (default: book/_generated/runs/PROFILE)")
+    runs.add_argument("--status", action="store_true",
+                      help="show done / running / queued / failed runs per dataset and paradigm; run nothing")
+    runs.add_argument("--watch", type=float, nargs="?", const=10.0, default=None, metavar="SECONDS",
+                      help="show the status every SECONDS (default 10) until no run is running or queued")
+
+
+def _executor_options(args) -> dict:
+    """run_matrices keywords from the executor flags of `cap runs`."""
+    from cap.experiments.executors import slurm_options
+
+    try:
+        gpus = [int(g) for g in str(args.gpus).replace(" ", ",").split(",") if g]
+    except ValueError:
+        raise ParameterError(f"--gpus takes GPU numbers such as 0,1,2,3, got {args.gpus!r}") from None
+    slurm = slurm_options(args.slurm_options, dict(_assignment(item) for item in args.slurm)) \
+        if args.executor == "slurm" else None
+    return dict(executor=args.executor, gpus=gpus, slurm=slurm, detach=args.detach, notebooks_dir=args.notebooks,
+                overrides=dict(_assignment(item) for item in args.overrides))
+
+
+def _runs_progress(args, selected) -> int:
+    from cap.experiments.progress import format_progress, watch
+    from cap.experiments.records import DEFAULT_RECORDS
+
+    records = args.records or DEFAULT_RECORDS / args.profile
+    if args.watch is None:
+        text, total = format_progress(selected, records)
+        print(text)
+    else:
+        total = watch(selected, records, args.watch, show=lambda text: print(text, flush=True))
+    return 1 if total["failed"] else 0
+
+
 def _runs(args) -> int:
-    from cap.experiments.records import DEFAULT_RECORDS, record_status
+    from cap.experiments.executors import live_statuses
+    from cap.experiments.records import DEFAULT_RECORDS
     from cap.experiments.runner import describe, run_matrices, select
 
+    overrides = dict(_assignment(item) for item in args.overrides)
+    selected = select(args.profile, args.matrix, args.dataset, args.paradigm, args.method, args.seeds, overrides)
     if args.list:
         records = args.records or DEFAULT_RECORDS / args.profile
-        for run in select(args.profile, args.matrix, args.dataset, args.paradigm, args.method, args.seeds):
-            status = record_status(run.key, records)
+        statuses = live_statuses([run.key for run in selected], records)
+        for run in selected:
+            status = statuses[run.key]
             print(f"{status.state:8s} {run.key}  {run.matrix}: {describe(run)}  {status.detail}")
         return 0
+    if args.status or args.watch is not None:
+        return _runs_progress(args, selected)
     states = run_matrices(args.profile, args.matrix, args.dataset, args.paradigm, args.method, args.seeds,
-                          force=args.force, records_dir=args.records, workers=args.workers)
+                          force=args.force, records_dir=args.records, workers=args.workers, **_executor_options(args))
     print("runs: " + ", ".join(f"{n} {state}" for state, n in sorted(states.items())))
+    if states.get("running") or states.get("queued"):
+        print("some runs are running or queued elsewhere (another runner, or Slurm jobs): `python -m cap runs "
+              "--watch ...` follows them", file=sys.stderr)
     if states.get("failed") or states.get("missing") or states.get("stale"):
         print("some runs have no result; `python -m cap runs --list ...` shows which, and their failed-<key>.json "
               "records hold the tracebacks", file=sys.stderr)

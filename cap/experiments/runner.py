@@ -1,10 +1,18 @@
-"""Run experiment matrices: select runs, skip finished ones, execute the run notebook per group.
+"""Run experiment matrices: select runs, skip finished ones, execute the run notebook.
 
 ``run_matrices`` is what ``make runs`` calls. The selected runs (deduplicated across matrices by
-record key) are grouped by dataset and paradigm; each group with work left is one papermill
-execution of ``notebooks/run.md``, which leaves an executed notebook beside the records and one
-record per run. A run whose record exists is skipped unless forced; a failed run leaves a
-``failed-<key>.json`` record with its traceback and the others go on.
+record key) run on one of three executors (:mod:`cap.experiments.executors`):
+
+* ``inprocess`` (the default): each dataset × paradigm with work left is one papermill execution
+  of ``notebooks/run.md`` on this machine, a few at a time;
+* ``local``: one submitit job per run on this machine's GPU slots, the next run starting as soon
+  as a slot frees;
+* ``slurm``: one submitit job per run on a Slurm cluster (a job array), requeued on preemption.
+
+Every way leaves executed notebooks beside the records and one record per run. A run whose record
+exists is skipped unless forced; a run that another runner is executing (its per-run lock is held)
+or whose job is queued is skipped too, so concurrent runners split a selection. A failed run
+leaves a ``failed-<key>.json`` record with its traceback and the others go on.
 """
 
 from __future__ import annotations
@@ -13,108 +21,184 @@ import json
 import logging
 import os
 import subprocess
-import time
 import sys
-from collections import defaultdict
+import time
+from collections import Counter, defaultdict
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from cap.config import as_dict, make_config, resolve
 from cap.data.registry import get_dataset
-from cap.errors import CapError
+from cap.errors import CapError, ParameterError
+from cap.experiments.executors import (RUN_NOTEBOOK, RunJob, SubmitLock, die_with_parent, live_statuses,
+                                       make_executor, slurm_queue, write_marker)
+from cap.experiments.locks import RunLock
 from cap.experiments.matrix import PlannedRun, get_profile, load_matrix, matrix_names, plan
-from cap.experiments.records import DEFAULT_RECORDS, RunStatus, record_status
+from cap.experiments.records import DEFAULT_RECORDS, RunStatus, config_hash, record_status
 
 log = logging.getLogger(__name__)
 
-# The repository's run notebook; an installed package without it runs each group in-process.
-RUN_NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "run.md"
 DEFAULT_NOTEBOOKS = Path("book/_generated/runs")
-POLL_SECONDS = 5.0
+POLL_SECONDS = 2.0
+MAX_RESUBMITS = 2  # a job that ended without a record (cancelled, node failure) is submitted again
+# Fields that choose runs; overrides change how the selected runs train, not which runs they are.
+SELECTION_FIELDS = ("dataset", "paradigm", "method", "seed")
 
 
 class RunsFailed(CapError):
     """Some runs of a group failed; their failure records hold the tracebacks."""
 
 
-def select(profile: str, matrices=None, datasets=None, paradigms=None, methods=None, seeds=None) -> list[PlannedRun]:
-    """The runs of ``matrices`` (default: all) under ``profile``, once per record key."""
+def _with_overrides(run: PlannedRun, overrides: dict) -> PlannedRun:
+    config = resolve(make_config(**(as_dict(run.config) | overrides)))
+    return PlannedRun(run.matrix, run.variant, run.sweep_value, config, config_hash(as_dict(config)))
+
+
+def select(profile: str, matrices=None, datasets=None, paradigms=None, methods=None, seeds=None,
+           overrides: dict | None = None, keys=None) -> list[PlannedRun]:
+    """The runs of ``matrices`` (default: all) under ``profile``, once per record key; ``overrides``
+    (RunConfig fields, e.g. ``{"epochs": 2}``) change every selected run (and so its key); ``keys``
+    keeps only those record keys."""
+    chosen = sorted(set(overrides or {}) & set(SELECTION_FIELDS))
+    if chosen:
+        raise ParameterError(f"overrides cannot change {chosen}: select runs with --dataset, --paradigm, "
+                             "--method and --seeds instead")
     runs, seen = [], set()
     for name in matrices or matrix_names():
         for run in plan(name, profile, datasets, paradigms, methods, seeds):
-            if run.key not in seen:
+            run = _with_overrides(run, overrides) if overrides else run
+            if run.key not in seen and (keys is None or run.key in keys):
                 seen.add(run.key)
                 runs.append(run)
     return runs
 
 
 def todo(runs: list[PlannedRun], records_dir: str | Path, force: bool = False) -> list[PlannedRun]:
+    """The runs without a current record (all of them if forced)."""
     return [r for r in runs if force or record_status(r.key, records_dir).state != "done"]
 
 
+def not_busy(runs: list[PlannedRun], records_dir: str | Path, force: bool = False) -> list[PlannedRun]:
+    """The runs of :func:`todo` less those another runner is executing (their lock is held) or has
+    queued as a job: what a runner starts or submits."""
+    states = live_statuses([r.key for r in runs], records_dir)
+    busy = {"running", "queued"} if force else {"done", "running", "queued"}
+    return [r for r in runs if states[r.key].state not in busy]
+
+
 def execute(run: PlannedRun, records_dir: str | Path, force: bool = False) -> RunStatus:
-    """One run, in this process; a failure is recorded (by :func:`cap.experiments.runs.run`) and returned."""
+    """One run, in this process, under its lock; a run another process holds is left to it (state
+    ``running``); a failure is recorded (by :func:`cap.experiments.runs.run`) and returned."""
     from cap.experiments.runs import run as run_config
 
-    try:
-        run_config(run.config, records_dir, force=force)
-    except Exception as err:  # recorded as failed-<key>.json with its traceback; the others go on
-        log.error("run %s (%s) failed: %s: %s", run.key, run.labels, type(err).__name__, err)
-        return RunStatus("failed", f"{type(err).__name__}: {err}")
-    return RunStatus("done")
+    with RunLock(run.key, records_dir) as lock:
+        if not lock.held:
+            return RunStatus("running", "running in another process")
+        if not force and record_status(run.key, records_dir).state == "done":
+            return RunStatus("done", "finished by another process")
+        checkpoints = Path(records_dir) / "checkpoints" / run.key
+        resumed = not force and checkpoints.is_dir() and any(checkpoints.iterdir())
+        try:
+            run_config(run.config, records_dir, force=force)
+        except Exception as err:  # recorded as failed-<key>.json with its traceback; the others go on
+            log.error("run %s (%s) failed: %s: %s", run.key, run.labels, type(err).__name__, err)
+            return RunStatus("failed", f"{type(err).__name__}: {err}")
+    return RunStatus("done", "resumed from its checkpoint" if resumed else "")
 
 
 def _group_name(dataset: str, paradigm: str) -> str:
     return f"{dataset}-{paradigm}"
 
 
-def _notebook_command(profile, matrices, dataset, paradigm, methods, seeds, force, records_dir, output) -> list[str]:
-    params = {"profile": profile, "matrices": ",".join(matrices or []), "dataset": dataset, "paradigm": paradigm,
-              "methods": ",".join(methods or []), "seeds": ",".join(str(s) for s in seeds or []),
-              "records_dir": str(records_dir)}
+@dataclass(frozen=True)
+class Selection:
+    """What ``make runs`` selected: the arguments of :func:`select`."""
+
+    profile: str = "sim"
+    matrices: tuple | None = None
+    datasets: tuple | None = None
+    paradigms: tuple | None = None
+    methods: tuple | None = None
+    seeds: tuple | None = None
+    overrides: dict = field(default_factory=dict)
+
+    def runs(self) -> list[PlannedRun]:
+        return select(self.profile, self.matrices, self.datasets, self.paradigms, self.methods, self.seeds,
+                      self.overrides or None)
+
+    def notebook_parameters(self, records_dir, dataset: str, paradigm: str, keys=(), force=False) -> dict:
+        """The parameters of ``notebooks/run.md`` that run this selection's ``dataset`` × ``paradigm``
+        (only ``keys`` if given)."""
+        return {"profile": self.profile, "matrices": ",".join(self.matrices or []), "dataset": dataset,
+                "paradigm": paradigm, "methods": ",".join(self.methods or []),
+                "seeds": ",".join(str(s) for s in self.seeds or []), "records_dir": str(records_dir),
+                "overrides": json.dumps(self.overrides) if self.overrides else "", "keys": ",".join(keys),
+                "force": force}
+
+
+def _notebook_command(parameters: dict, output: Path) -> list[str]:
     command = [sys.executable, "-m", "cap", "notebook", "run", str(RUN_NOTEBOOK), str(output)]
-    for name, value in params.items():  # JSON quoting: the command line reads YAML, "1" must stay a string
+    for name, value in parameters.items():  # JSON quoting: the command line reads YAML, "1" must stay a string
         command += ["-p", name, json.dumps(value)]
-    return command + ["-p", "force", "true" if force else "false"]
+    return command
 
 
 def run_matrices(profile: str = "sim", matrices=None, datasets=None, paradigms=None, methods=None, seeds=None,
                  force: bool = False, records_dir: str | Path | None = None, notebooks_dir: str | Path | None = None,
-                 workers: int | None = None) -> dict[str, int]:
-    """Run every selected run that has no current record; return counts of done / failed runs."""
-    from tqdm.auto import tqdm
-
-    prof = get_profile(profile)
+                 workers: int | None = None, executor: str = "inprocess", gpus: list[int] | None = None,
+                 slurm: dict | None = None, overrides: dict | None = None, detach: bool = False) -> dict[str, int]:
+    """Run every selected run that has no current record; return counts of the runs' states (done,
+    failed, running or queued elsewhere, missing). ``executor``: ``inprocess``, ``local`` (on
+    ``gpus``) or ``slurm`` (with ``slurm`` options, see :func:`cap.experiments.executors.slurm_options`);
+    ``detach``: return once everything is submitted (Slurm) instead of following the jobs."""
+    tuple_or_none = lambda value: None if value is None else tuple(value)  # noqa: E731
+    selection = Selection(profile, tuple_or_none(matrices), tuple_or_none(datasets), tuple_or_none(paradigms),
+                          tuple_or_none(methods), tuple_or_none(seeds), dict(overrides or {}))
     records_dir = Path(records_dir or DEFAULT_RECORDS / profile)
     notebooks_dir = Path(notebooks_dir or DEFAULT_NOTEBOOKS / profile)
-    runs = select(profile, matrices, datasets, paradigms, methods, seeds)
-    pending = todo(runs, records_dir, force)
+    runs = selection.runs()
+    pending = not_busy(runs, records_dir, force)
+    log.info("%s profile: %d runs selected, %d to run (%s executor)", profile, len(runs), len(pending), executor)
+    if executor == "inprocess":
+        _run_here(selection, runs, pending, records_dir, notebooks_dir, force, workers)
+    else:
+        target = make_executor(executor, notebooks_dir / "jobs", gpus, slurm)
+        _submit_and_follow(target, selection, runs, pending, records_dir, notebooks_dir, force, detach)
+    states = live_statuses([run.key for run in runs], records_dir)
+    return dict(Counter(status.state for status in states.values()))
+
+
+def _run_here(selection: Selection, runs, pending, records_dir: Path, notebooks_dir: Path, force: bool,
+              workers: int | None) -> None:
+    """One notebook per dataset × paradigm with work left, ``workers`` at a time, on this machine."""
+    from tqdm.auto import tqdm
+
     groups: dict[tuple[str, str], list[PlannedRun]] = defaultdict(list)
     for run in pending:
         groups[(run.config.dataset, run.config.paradigm)].append(run)
     in_process = not RUN_NOTEBOOK.is_file()  # an installed package has no notebooks: runs go in this process
-    workers = 1 if in_process else max(1, min(workers or prof.workers, len(groups) or 1))
+    workers = 1 if in_process else max(1, min(workers or get_profile(selection.profile).workers, len(groups) or 1))
     env = dict(os.environ)
     if workers > 1:  # several torch processes on a few cores: one thread each, or they fight
         env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    log.info("%s profile: %d runs selected, %d to run in %d notebooks, %d at a time",
-             profile, len(runs), len(pending), len(groups), workers)
 
     def launch(group):
-        dataset, paradigm = group
         if in_process:
             failed = [r for r in groups[group] if execute(r, records_dir, force).state == "failed"]
             return group, int(bool(failed)), [f"{len(failed)} runs failed" if failed else ""]
-        output = notebooks_dir / f"{_group_name(dataset, paradigm)}.ipynb"
-        command = _notebook_command(profile, matrices, dataset, paradigm, methods, seeds, force, records_dir, output)
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        output = notebooks_dir / f"{_group_name(*group)}.ipynb"
+        parameters = selection.notebook_parameters(records_dir, *group, force=force)
+        # The notebook (and so its kernel) ends with this runner, however the runner ends.
+        done = subprocess.run(_notebook_command(parameters, output), env=env, capture_output=True, text=True,
+                              preexec_fn=die_with_parent)
         return group, done.returncode, (done.stderr or "").strip().splitlines()[-1:] or [""]
 
     # Longest groups first, so the last notebook to finish is a short one.
     order = sorted(groups, key=lambda g: -sum(_cost(r) for r in groups[g]))
-    notebook_errors = []
-    finished = len(runs) - len(pending)
     since = time.time()  # records written by this invocation (stale and forced runs had older ones)
-    with tqdm(total=len(runs), initial=finished, desc=f"runs ({profile})", unit="run") as bar, \
+    finished = len(runs) - len(pending)
+    with tqdm(total=len(runs), initial=finished, desc=f"runs ({selection.profile})", unit="run") as bar, \
             ThreadPoolExecutor(workers) as pool:
         futures = {pool.submit(launch, g) for g in order}
         while futures:  # the bar follows the records as they appear, not just whole notebooks
@@ -122,15 +206,92 @@ def run_matrices(profile: str = "sim", matrices=None, datasets=None, paradigms=N
             for future in done:
                 group, code, last_line = future.result()
                 if code != 0:
-                    notebook_errors.append(f"{_group_name(*group)}: {last_line[0]}")
-            now = finished + sum(_written(r.key, records_dir, since) for r in pending)
-            bar.update(now - bar.n)
-    states = defaultdict(int)
-    for run in runs:
-        states[record_status(run.key, records_dir).state] += 1
-    for line in notebook_errors:
-        log.error("run notebook %s", line)
-    return dict(states)
+                    log.error("run notebook %s: %s", _group_name(*group), last_line[0])
+            bar.update(finished + sum(_written(r.key, records_dir, since) for r in pending) - bar.n)
+
+
+@dataclass
+class _Submitted:
+    run: PlannedRun
+    job: object
+    slot: int | None
+    since: float
+
+
+def _job_for(run: PlannedRun, selection: Selection, records_dir: Path, notebooks_dir: Path, force: bool,
+             threads: int | None) -> RunJob:
+    c = run.config
+    parameters = selection.notebook_parameters(records_dir.resolve(), c.dataset, c.paradigm, keys=[run.key])
+    output = notebooks_dir.resolve() / f"{_group_name(c.dataset, c.paradigm)}-{run.key}.ipynb"
+    return RunJob(run.key, parameters, str(output), str(records_dir.resolve()), fresh=force, threads=threads)
+
+
+def _submit(target, batch: list[tuple[PlannedRun, bool]], slots, make_job, records_dir: Path) -> dict:
+    """Submit ``batch`` (run, forced) less what another runner has queued or is running meanwhile,
+    and leave a job marker for each run."""
+    with SubmitLock(records_dir):
+        forced = {run.key for run, force in batch if force}
+        batch = [r for r in not_busy([run for run, _ in batch], records_dir, True)
+                 if r.key in forced or record_status(r.key, records_dir).state != "done"]
+        if not batch:
+            return {}
+        slots = list(slots)[:len(batch)] if slots is not None else [None] * len(batch)
+        jobs = target.submit([make_job(r, r.key in forced) for r in batch], slots)
+        submitted = {}
+        for run, job, slot in zip(batch, jobs, slots):
+            write_marker(run.key, records_dir, target.marker(job, slot) | {
+                "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr), "submitted": time.time()})
+            submitted[run.key] = _Submitted(run, job, slot, time.time())
+    log.info("submitted %d runs as %s jobs", len(submitted), target.name)
+    return submitted
+
+
+def _outcome(key: str, records_dir: Path, since: float) -> str:
+    """What a finished job left: done, failed (a failure record of this attempt), running (another
+    process holds the run) or lost (nothing: cancelled or killed before it could write)."""
+    status = live_statuses([key], records_dir)[key]
+    if status.state in ("done", "running", "queued"):
+        return status.state
+    failed = records_dir / f"failed-{key}.json"
+    return "failed" if failed.is_file() and failed.stat().st_mtime >= since - 1 else "lost"
+
+
+def _submit_and_follow(target, selection: Selection, runs, pending, records_dir: Path, notebooks_dir: Path,
+                       force: bool, detach: bool) -> None:
+    """Submit the pending runs (longest first; on local slots, as slots free) and follow them until
+    each has a result, submitting again a job that ended without one."""
+    from tqdm.auto import tqdm
+
+    threads = max(1, (os.cpu_count() or 1) // len(target.slots)) if target.slots else None
+    make_job = lambda run, fresh: _job_for(run, selection, records_dir, notebooks_dir, fresh, threads)  # noqa: E731
+    waiting = [(run, force) for run in sorted(pending, key=lambda r: -_cost(r))]
+    active: dict[str, _Submitted] = {}
+    resubmits: Counter = Counter()
+    with tqdm(total=len(runs), initial=len(runs) - len(pending), desc=f"runs ({target.name})", unit="run") as bar:
+        while waiting or active:
+            queue = slurm_queue() if target.name == "slurm" and active else None
+            for key in [k for k, s in active.items() if _finished(target, s.job, queue)]:
+                sub = active.pop(key)
+                outcome = _outcome(key, records_dir, sub.since)
+                if outcome == "lost" and resubmits[key] < MAX_RESUBMITS:
+                    resubmits[key] += 1
+                    log.warning("job %s of run %s ended without a record: submitting it again", sub.job.job_id, key)
+                    waiting.insert(0, (sub.run, False))  # resumes from its checkpoint
+                else:
+                    bar.update(1)
+            free = None if target.slots is None else \
+                [s for s in target.slots if s not in {a.slot for a in active.values()}]
+            batch = waiting if free is None else waiting[:len(free)]
+            if batch:
+                waiting = waiting[len(batch):]
+                active |= _submit(target, batch, free, make_job, records_dir)
+            if detach and not waiting:
+                return
+            time.sleep(POLL_SECONDS if active else 0)
+
+
+def _finished(target, job, queue) -> bool:
+    return target.finished(job, queue) if target.name == "slurm" else target.finished(job)
 
 
 def _written(key: str, records_dir: Path, since: float) -> bool:
@@ -157,4 +318,3 @@ def describe(run: PlannedRun) -> str:
     if run.sweep_value is not None:
         parts.append(f"{load_matrix(run.matrix).sweep_field}={run.sweep_value}")
     return " ".join(parts) + f" seed {run.config.seed}"
-
