@@ -109,13 +109,22 @@ def _executor_options(args) -> dict:
 
 
 def _runs_progress(args, selected) -> int:
-    from cap.experiments.progress import format_progress, watch
+    import pandas as pd
+
+    from cap.experiments.matrix import matrix_names
+    from cap.experiments.progress import format_progress, gpu_hours, watch
     from cap.experiments.records import DEFAULT_RECORDS
+    from cap.experiments.runner import select
 
     records = args.records or DEFAULT_RECORDS / args.profile
     if args.watch is None:
         text, total = format_progress(selected, records)
-        print(text)
+        overrides = dict(_assignment(item) for item in args.overrides)
+        hours = [gpu_hours(name, runs, records) for name in args.matrix or matrix_names() if (runs := select(
+            args.profile, [name], args.dataset, args.paradigm, args.method, args.seeds, overrides))]
+        hours.append(gpu_hours("all (each run once)", selected, records))
+        print(text + "\n\nGPU hours (appendix D.2's training times; measured once records exist):\n"
+              + pd.DataFrame(hours).to_string(index=False))
     else:
         total = watch(selected, records, args.watch, show=lambda text: print(text, flush=True))
     return 1 if total["failed"] else 0

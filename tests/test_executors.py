@@ -21,7 +21,7 @@ from cap.config import as_dict
 from cap.errors import ParameterError
 from cap.experiments.executors import ExecutorError, alive, read_marker, slurm_options, slurm_queue
 from cap.experiments.locks import RunLock, lock_holder
-from cap.experiments.progress import bar, format_progress, progress_rows, watch
+from cap.experiments.progress import appendix_minutes, bar, format_progress, gpu_hours, progress_rows, watch
 from cap.experiments.records import read_current_record, record_status, write_record
 from cap.experiments.runner import run_matrices, select
 from cap.experiments.runs import run as run_config
@@ -150,6 +150,26 @@ def test_progress_table_by_hand(tmp_path, reference):
     assert watch([done], tmp_path, every_s=0, show=lambda text: None)["done"] == 1
 
 
+def test_gpu_hours_from_the_appendix_and_from_measured_times(tmp_path):
+    paper_schedule = {"epochs": 50, "iters_per_epoch": 50, "baseline_epochs": 50, "rounds": 10}
+    runs = select("sim", ["table1"], ["eurosat"], ["ul"], ["fpl", "grip", "cap"], [1, 2], overrides=paper_schedule)
+    cap1, _, fpl1, _, grip1, _ = sorted(runs, key=lambda r: (r.config.method, r.config.seed))
+    # Appendix D.2 (EuroSAT): CAP 29 min, GRIP 102 min (10 rounds, so FPL's one round is 10.2 min)
+    assert [appendix_minutes(r) for r in (fpl1, grip1, cap1)] == pytest.approx([10.2, 102.0, 29.0])
+    short = select("sim", ["table1"], ["eurosat"], ["ul"], ["cap", "grip"], [1],
+                   overrides={"epochs": 10, "iters_per_epoch": 10, "baseline_epochs": 5, "rounds": 3})
+    # CAP 29 × 100/2500 steps = 1.16; GRIP 102 × 3/10 rounds × 5/50 epochs = 3.06
+    assert sorted(appendix_minutes(r) for r in short) == pytest.approx([1.16, 3.06])
+    row = gpu_hours("table1", runs, tmp_path)
+    # 2 × (10.2 + 102 + 29) = 282.4 min = 4.71 h; nothing measured yet
+    assert row == {"matrix": "table1", "runs": 6, "done": 0, "appendix GPU hours": 4.7, "measured GPU hours": None}
+    write_record(tmp_path, "run", as_dict(fpl1.config), {"status": "ok", "headline": 50.0, "wall_seconds": 360.0})
+    # measured: FPL 360 s, and 360 s for the other FPL seed; GRIP and CAP still the appendix's:
+    # (2 × 360 + 2 × 6120 + 2 × 1740) / 3600 = 4.57 h
+    assert gpu_hours("table1", runs, tmp_path)["measured GPU hours"] == 4.6
+    assert gpu_hours("table1", runs, tmp_path)["done"] == 1
+
+
 # -- the lock across runner processes ----------------------------------------------------------
 
 def runs_command(records: Path, notebooks: Path, methods, seeds, overrides) -> list[str]:
@@ -217,7 +237,7 @@ def test_local_executor_runs_one_job_per_slot_and_each_sees_only_its_slot(tmp_pa
     for key, ref in reference.items():
         marker = read_marker(key, records)
         slots[key] = marker["slot"]
-        text = (notebooks / f"eurosat-ul-{key}.ipynb").read_text()
+        text = (notebooks / "jobs" / f"eurosat-ul-{key}.ipynb").read_text()
         assert f"CUDA_VISIBLE_DEVICES={marker['slot']}\\n" in text
         assert Path(marker["stderr"]).is_file()
         same_results(read_current_record(records / f"run-{key}.json"), ref)
@@ -245,7 +265,7 @@ def test_slurm_runs_the_slice_as_in_process_and_never_submits_a_run_twice(slurm,
              lambda: not set(jobs.values()) & set(slurm_queue()), timeout=120)
     for key, ref in reference.items():
         same_results(read_current_record(records / f"run-{key}.json"), ref)
-        assert (notebooks / f"eurosat-ul-{key}.ipynb").is_file()
+        assert (notebooks / "jobs" / f"eurosat-ul-{key}.ipynb").is_file()
     assert run_matrices("sim", **options) == {"done": 4} and len(submissions()) == 1
 
 
@@ -275,5 +295,5 @@ def test_a_cancelled_or_preempted_slurm_job_resumes_from_its_checkpoint(slurm, t
     assert read_marker(preempted.key, records)["job_id"] == preempted_job, "the job requeued itself (checkpoint())"
     for run in runs:
         same_results(read_current_record(records / f"run-{run.key}.json"), references[run.key])
-        lines = executed_notebook_lines(notebooks / f"eurosat-ul-{run.key}.ipynb")
+        lines = executed_notebook_lines(notebooks / "jobs" / f"eurosat-ul-{run.key}.ipynb")
         assert lines == [(run.key, "done", "resumed from its checkpoint")]

@@ -73,3 +73,50 @@ def watch(runs, records_dir: str | Path, every_s: float = 10.0, show=print) -> d
         if not total["running"] and not total["queued"]:
             return total
         time.sleep(every_s)
+
+
+# -- GPU hours ---------------------------------------------------------------------------------
+
+# The schedules the appendix's times were measured with: CAP 50 epochs × 50 steps; GRIP and CPL
+# 10 rounds of 50 epochs (EuroSAT). FPL is one such round, so it is taken as GRIP's time per round.
+PAPER_CAP_STEPS = 50 * 50
+PAPER_ROUNDS, PAPER_BASELINE_EPOCHS = 10, 50
+
+
+def appendix_minutes(run) -> float:
+    """The appendix's training time (minutes) for a run like ``run``, scaled by its schedule: CAP by
+    its steps, GRIP and CPL by rounds × epochs, FPL as one GRIP round; zero-shot trains nothing.
+    The appendix times are EuroSAT's; other datasets are taken to cost the same per step."""
+    from cap.experiments.references import reference_training_minutes
+
+    minutes = reference_training_minutes()["minutes"]["eurosat"]
+    c = run.config
+    baseline = c.baseline_epochs / PAPER_BASELINE_EPOCHS
+    return {"zero_shot": 0.0,
+            "cap": minutes["cap"] * c.epochs * c.iters_per_epoch / PAPER_CAP_STEPS,
+            "fpl": minutes["grip"] / PAPER_ROUNDS * baseline,
+            "grip": minutes["grip"] * c.rounds / PAPER_ROUNDS * baseline,
+            "cpl": minutes["cpl"] * c.rounds / PAPER_ROUNDS * baseline}[c.method]
+
+
+def gpu_hours(name: str, runs, records_dir: str | Path) -> dict:
+    """One row for the runs of matrix ``name``: how many, how many done, the GPU hours the appendix's
+    times predict and, once records exist, the hours measured: the records' ``wall_seconds``, plus,
+    for each run still to do, the mean measured time of done runs of its method and dataset (the
+    appendix's time where there is none)."""
+    from cap.experiments.records import record_status
+
+    seconds, measured = {}, {}
+    for run in runs:
+        status = record_status(run.key, records_dir)
+        if status.state == "done" and "wall_seconds" in status.record["results"]:
+            seconds[run.key] = status.record["results"]["wall_seconds"]
+            measured.setdefault((run.config.method, run.config.dataset), []).append(seconds[run.key])
+    appendix = {run.key: appendix_minutes(run) * 60 for run in runs}
+    estimate = 0.0
+    for run in runs:
+        same = measured.get((run.config.method, run.config.dataset))
+        estimate += seconds.get(run.key, sum(same) / len(same) if same else appendix[run.key])
+    return {"matrix": name, "runs": len(runs), "done": len(seconds),
+            "appendix GPU hours": round(sum(appendix.values()) / 3600, 1),
+            "measured GPU hours": round(estimate / 3600, 1) if seconds else None}

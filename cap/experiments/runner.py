@@ -222,7 +222,8 @@ def _job_for(run: PlannedRun, selection: Selection, records_dir: Path, notebooks
              threads: int | None) -> RunJob:
     c = run.config
     parameters = selection.notebook_parameters(records_dir.resolve(), c.dataset, c.paradigm, keys=[run.key])
-    output = notebooks_dir.resolve() / f"{_group_name(c.dataset, c.paradigm)}-{run.key}.ipynb"
+    # Beside the job logs, not among the book's run pages (one notebook per dataset and paradigm).
+    output = notebooks_dir.resolve() / "jobs" / f"{_group_name(c.dataset, c.paradigm)}-{run.key}.ipynb"
     return RunJob(run.key, parameters, str(output), str(records_dir.resolve()), fresh=force, threads=threads)
 
 
