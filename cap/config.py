@@ -128,7 +128,8 @@ def resolve(config: RunConfig) -> RunConfig:
         check_int(key, getattr(config, key), 1)
     check_int("warmup_epochs", config.warmup_epochs, 0)
     check_float("unlabelled_fraction", config.unlabelled_fraction, 0.01, 1.0)
-    for key in ("lr", "momentum", "weight_decay", "baseline_lr", "baseline_weight_decay", "sim_prompt_lr_scale"):
+    check_float("momentum", config.momentum, 0.0, 1.0)
+    for key in ("lr", "weight_decay", "baseline_lr", "baseline_weight_decay", "sim_prompt_lr_scale"):
         check_float(key, getattr(config, key), 0.0)
 
     official = info.official_overrides  # the official code's per-dataset changes (cap/data/registry.yml)
@@ -152,7 +153,11 @@ def resolve(config: RunConfig) -> RunConfig:
         changes["cpl_beta"] = info.cpl.beta
     if changes["cpl_beta"] is not None:
         check_float("cpl_beta", changes["cpl_beta"], 0.0, 1.0)
-    return replace(config, **changes)
+    resolved = replace(config, **changes)
+    for f in fields(RunConfig):  # every float field is finite, those without a range above too
+        if "float" in str(f.type) and getattr(resolved, f.name) is not None:
+            check_float(f.name, getattr(resolved, f.name))
+    return resolved
 
 
 def cpl_beta(config: RunConfig, n_unseen: int) -> float:

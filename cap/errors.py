@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 
@@ -47,10 +48,13 @@ def check_int(name: str, value: object, minimum: int | None = None) -> int:
 
 
 def check_float(name: str, value: object, low: float | None = None, high: float | None = None) -> float:
-    """Return ``value`` as float if it is a real number within [low, high]; raise ParameterError otherwise."""
+    """Return ``value`` as float if it is a finite real number within [low, high]; raise
+    ParameterError otherwise (NaN and ±inf compare false with everything, so they are refused first)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ParameterError(f"{name} must be a number, got {type(value).__name__} {value!r}")
     value = float(value)
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise ParameterError(f"{name} must lie in [{low}, {high}], got {value}")
+    if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+        bounds = {(True, True): f" in [{low}, {high}]", (True, False): f" >= {low}", (False, True): f" <= {high}",
+                  (False, False): ""}[(low is not None, high is not None)]
+        raise ParameterError(f"{name} must be a finite number{bounds}, got {value}")
     return value
