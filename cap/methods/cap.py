@@ -26,8 +26,8 @@ from cap.core.pseudolabels import confident_leaderboard, dpl_size, refresh_dpl
 from cap.data.registry import get_dataset
 from cap.methods.checkpoints import (RunInterrupted, load_checkpoint, load_trainable_state, save_checkpoint,
                                      trainable_state)
-from cap.methods.engine import (batch_order, dpl_accuracy, epoch_generator, evaluate, flatten, initial_dpl,
-                                predict_test, sgd, zero_shot_probs)
+from cap.methods.engine import (batch_order, check_finite_losses, dpl_accuracy, epoch_generator, evaluate, flatten,
+                                initial_dpl, predict_test, sgd, zero_shot_probs)
 from cap.models.adapters import Adapters
 
 log = logging.getLogger(__name__)
@@ -215,13 +215,15 @@ class CapTrainer:
             for key, value in (("pred", out.pseudo), ("conf", out.confidence), ("mask", out.mask),
                                ("index", batch.unlabelled_index), ("loss", out.loss)):
                 steps[key].append(value)
+        losses = torch.stack(steps["loss"])
+        check_finite_losses(losses, f"CAP epoch {epoch}", f"lower lr (now {self.config.lr})")
         n = self.config.iters_per_epoch * self.config.batch_size
         mask = torch.cat(steps["mask"]).cpu()
         pred = torch.cat(steps["pred"]).cpu()[mask]
         index = torch.cat(steps["index"])[mask]
         n_masked, n_correct = int(mask.sum()), int((pred == self.train_labels_t[index]).sum())
         return {
-            "loss": float(torch.stack(steps["loss"]).double().mean()),
+            "loss": float(losses.double().mean()),
             "sigma": np.bincount(pred.numpy(), minlength=self.source.n_classes),
             "draws": {"pred": pred.numpy(), "conf": torch.cat(steps["conf"]).cpu()[mask].numpy(), "index": index.numpy()},
             "masked_share": n_masked / n,
@@ -280,10 +282,11 @@ class CapTrainer:
 
     # -- checkpoints ---------------------------------------------------------------------------
     _OPTIMISERS = ("prompt_opt", "adapter_opt", "prompt_sched", "adapter_sched")
+    _STATE = ("epoch", "dpl", "setup", "sigma", "history", "refreshes", "elapsed")
 
     def _restore(self) -> dict:
         """The run's state: from the last checkpoint of a killed attempt, or freshly set up."""
-        saved = load_checkpoint(self.run_dir / "checkpoint.pt")
+        saved = load_checkpoint(self.run_dir / "checkpoint.pt", ("backbone", "adapters", *self._OPTIMISERS, *self._STATE))
         if saved is None:
             dpl, setup = self.initial_dpl()
             return {"epoch": -1, "dpl": dpl, "setup": setup, "sigma": np.zeros(self.source.n_classes, dtype=np.int64),
@@ -293,7 +296,7 @@ class CapTrainer:
         for name in self._OPTIMISERS:
             getattr(self, name).load_state_dict(saved[name])
         log.info("resuming %s from epoch %d", self.run_dir, saved["epoch"] + 1)
-        return {key: saved[key] for key in ("epoch", "dpl", "setup", "sigma", "history", "refreshes", "elapsed")}
+        return {key: saved[key] for key in self._STATE} | {"sigma": np.asarray(saved["sigma"], dtype=np.int64)}
 
     def _save(self, state: dict, elapsed: float) -> None:
         save_checkpoint(self.run_dir / "checkpoint.pt", state | {

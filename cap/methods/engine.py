@@ -10,9 +10,25 @@ import torch
 
 from cap.config import RunConfig
 from cap.core import metrics
+from cap.errors import CapError
 from cap.core.numeric import memoised, softmax
 from cap.core.pseudolabels import leaderboard_topk
 from cap.models.backbone import Backbone
+
+
+class TrainingDiverged(CapError):
+    """A training loss became NaN or infinite: the run stops and records no result."""
+
+
+def check_finite_losses(losses: torch.Tensor, where: str, fix: str) -> None:
+    """Raise TrainingDiverged naming the first step whose loss is not finite; ``losses`` holds one
+    loss per step of the stretch of training ``where`` names (e.g. "CAP epoch 3"). Checked once per
+    stretch, so the steps themselves never wait for the device."""
+    finite = torch.isfinite(losses)
+    if not bool(finite.all()):
+        step = int((~finite).nonzero()[0])
+        raise TrainingDiverged(f"training diverged: the loss is {float(losses[step])} at step {step} of {where}; the run "
+                               f"stopped and records no result: {fix}, or check the data")
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int):
