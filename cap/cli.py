@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 
 import yaml
@@ -16,11 +17,15 @@ def _parameters(pairs: list[list[str]]) -> dict:
     return {name: yaml.safe_load(value) for name, value in pairs}
 
 
+# YAML 1.1 reads 1e-3 as a string (it wants 1.0e-3); a command line means the number.
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _assignment(item: str) -> tuple[str, object]:
     if "=" not in item:
         raise ParameterError(f"--set takes KEY=VALUE pairs, got {item!r}")
     key, value = item.split("=", 1)
-    return key, yaml.safe_load(value)
+    return key, float(value) if _EXPONENT.fullmatch(value.strip()) else yaml.safe_load(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,7 +73,54 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("dataset")
     check.add_argument("--root", default=None, help="data root (default: $CAP_DATA_ROOT)")
     check.add_argument("--paradigm", default=None, help="also count the labelled/unlabelled images of ul, ssl or trzsl")
+    _add_book_parser(sub)
     return parser
+
+
+def _add_book_parser(sub) -> None:
+    book = sub.add_parser("book", help="the book build").add_subparsers(dest="action", required=True)
+    summary = book.add_parser("summary", help="list the runs and notebooks a book build left without a result "
+                                              "(what `make book` prints at its end)")
+    summary.add_argument("--generated", default="book/_generated", help="generated folder (default: %(default)s)")
+    summary.add_argument("--profile", default="sim")
+    for name in ("matrix", "dataset", "paradigm", "method"):
+        summary.add_argument(f"--{name}", nargs="*", default=None, help=f"only these {name} names (default: all)")
+    summary.add_argument("--seeds", nargs="*", type=int, default=None)
+    summary.add_argument("--strict", action="store_true", help="exit 1 if a run or notebook failed (make book STRICT=1)")
+
+
+def _book_summary(args) -> int:
+    from cap.experiments.build_summary import build_problems, format_summary
+
+    problems = build_problems(args.generated, args.profile, matrices=args.matrix, datasets=args.dataset,
+                              paradigms=args.paradigm, methods=args.method, seeds=args.seeds)
+    print(format_summary(problems, args.profile), file=sys.stderr if problems else sys.stdout)
+    if problems and not args.strict:
+        print("(the book was built anyway; `make book STRICT=1` fails here instead)", file=sys.stderr)
+    return 1 if problems and args.strict else 0
+
+
+# RunConfig fields that `python -m cap run` takes as flags of their own, not through --set.
+_RUN_FLAGS = ("dataset", "paradigm", "method", "seed", "backend")
+
+
+def _run(args) -> int:
+    from cap.config import make_config
+    from cap.experiments.records import read_current_record
+    from cap.experiments.runs import run
+
+    overrides = dict(_assignment(item) for item in args.set)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key in _RUN_FLAGS:
+            raise ParameterError(f"--set {item}: {key} has a flag of its own; use --{key} {value} instead")
+    config = make_config(dataset=args.dataset, paradigm=args.paradigm, method=args.method, seed=args.seed,
+                         backend=args.backend, **overrides)
+    path = run(config, args.out, force=args.force)
+    results = read_current_record(path)["results"]
+    print(f"{args.method} on {args.dataset} ({args.paradigm}, seed {args.seed}): "
+          f"{results['headline']:.2f}  record: {path}")
+    return 0
 
 
 def _add_runs_executor_arguments(runs) -> None:
@@ -137,6 +189,12 @@ def _runs(args) -> int:
 
     overrides = dict(_assignment(item) for item in args.overrides)
     selected = select(args.profile, args.matrix, args.dataset, args.paradigm, args.method, args.seeds, overrides)
+    if not selected:
+        chosen = " ".join(f"--{name} {' '.join(map(str, value))}" for name, value in
+                          (("matrix", args.matrix), ("dataset", args.dataset), ("paradigm", args.paradigm),
+                           ("method", args.method), ("seeds", args.seeds)) if value is not None)
+        raise CapError(f"no run of profile {args.profile!r} matches {chosen or 'the selection'} (a matrix may not "
+                       f"run in this profile); `python -m cap runs --profile {args.profile} --list` lists every run")
     if args.list:
         records = args.records or DEFAULT_RECORDS / args.profile
         statuses = live_statuses([run.key for run in selected], records)
@@ -174,17 +232,9 @@ def main(argv: list[str] | None = None) -> int:
                 write_failure_page(args.output, args.source, str(err))
                 print(f"error: {err}\n(wrote a stand-in page; the book still builds)", file=sys.stderr)
         elif args.command == "run":
-            from cap.config import make_config
-            from cap.experiments.records import read_current_record
-            from cap.experiments.runs import run
-
-            overrides = dict(_assignment(item) for item in args.set)
-            config = make_config(dataset=args.dataset, paradigm=args.paradigm, method=args.method, seed=args.seed,
-                                 backend=args.backend, **overrides)
-            path = run(config, args.out, force=args.force)
-            results = read_current_record(path)["results"]
-            print(f"{args.method} on {args.dataset} ({args.paradigm}, seed {args.seed}): "
-                  f"{results['headline']:.2f}  record: {path}")
+            return _run(args)
+        elif args.command == "book":
+            return _book_summary(args)
         elif args.command == "runs":
             return _runs(args)
         elif args.command == "sim":
@@ -202,8 +252,10 @@ def main(argv: list[str] | None = None) -> int:
             from cap.data.readers import data_root
             from cap.data.registry import get_dataset
 
-            rows = check_dataset(args.dataset, args.root, paradigm=args.paradigm)
+            rows = check_dataset(args.dataset, args.root, paradigm=args.paradigm, decode=True)
             print(format_check(rows, f"{get_dataset(args.dataset).title} under {data_root(args.root)}"))
+            if any(row.get("bad") for row in rows):
+                return 1
     except CapError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

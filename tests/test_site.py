@@ -186,6 +186,10 @@ def site(tmp_path_factory, root):
     result = subprocess.run([Path(sys.executable).with_name("jupyter-book"), "build", str(book), "--warningiserror",
                              "--keep-going"], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    summary = subprocess.run([sys.executable, "-m", "cap", "book", "summary", "--strict", "--generated", str(generated),
+                              "--matrix", *matrices, "--dataset", "eurosat", "--paradigm", "ul", "--seeds", "1"],
+                             capture_output=True, text=True, cwd=root, timeout=300)
+    assert summary.returncode == 0, summary.stdout + summary.stderr  # what `make book STRICT=1` checks at its end
     html = book / "_build/html"
 
     server = QuietServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(html)))

@@ -14,9 +14,9 @@ import ast
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 
+from cap.atomic import atomic_write, remove_stale_temporaries
 from cap.errors import CapError, ParameterError, matches_types
 
 log = logging.getLogger(__name__)
@@ -96,14 +96,16 @@ def run_notebook(source: str | Path, output: str | Path, parameters: dict | None
     check_parameters(declared, parameters)
 
     output.parent.mkdir(parents=True, exist_ok=True)
+    for stale in remove_stale_temporaries(output.parent):  # left by a notebook run that was killed
+        log.info("removed %s, left by a killed notebook run", stale)
     failed = output.with_name(output.stem + ".failed.ipynb")
     failed.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=".tmp-", suffix=".ipynb")
-    os.close(fd)
-    try:
+    context = {name: _literal(spec["default"]) for name, spec in declared.items()} | parameters
+
+    def execute(tmp: Path) -> None:
         try:
             papermill.execute_notebook(
-                notebook, tmp, parameters=parameters, kernel_name="python3", progress_bar=False, cwd=str(Path.cwd())
+                notebook, str(tmp), parameters=parameters, kernel_name="python3", progress_bar=False, cwd=str(Path.cwd())
             )
         except papermill.PapermillExecutionError as err:
             os.replace(tmp, failed)
@@ -112,26 +114,30 @@ def run_notebook(source: str | Path, output: str | Path, parameters: dict | None
             ) from None
         executed = nbformat.read(tmp, as_version=4)
         executed.metadata.papermill.update(input_path=str(source), output_path=str(output))
-        context = {name: _literal(spec["default"]) for name, spec in declared.items()} | parameters
-        if context.get("preset") is not None:
-            from cap.data.registry import get_dataset
-
-            context["preset_title"] = get_dataset(context["preset"]).title
-        if context.get("matrix"):
-            from cap.experiments.matrix import load_matrix
-
-            context["matrix_title"] = load_matrix(context["matrix"]).title
-            context["matrix_about"] = load_matrix(context["matrix"]).about
-        _fill_placeholders(executed, context)
+        _fill_placeholders(executed, _page_context(context))
         for cell in executed.cells:  # pages show their parameters themselves, not papermill's cell
             if "injected-parameters" in cell.metadata.get("tags", []):
                 cell.metadata.tags.append("remove-cell")
         nbformat.write(executed, tmp)
-        os.replace(tmp, output)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+
+    atomic_write(output, execute)
     log.info("wrote %s", output)
     return output
+
+
+def _page_context(context: dict) -> dict:
+    """The placeholders' values: the parameters, plus the display names of a preset and a matrix."""
+    context = dict(context)
+    if context.get("preset") is not None:
+        from cap.data.registry import get_dataset
+
+        context["preset_title"] = get_dataset(context["preset"]).title
+    if context.get("matrix"):
+        from cap.experiments.matrix import load_matrix
+
+        context["matrix_title"] = load_matrix(context["matrix"]).title
+        context["matrix_about"] = load_matrix(context["matrix"]).about
+    return context
 
 
 def write_failure_page(output: str | Path, source: str | Path, error: str) -> Path:
@@ -149,8 +155,7 @@ def write_failure_page(output: str | Path, source: str | Path, error: str) -> Pa
         f"build:\n\n{error}\n\nFix the cause and run `make book` again; the failed notebook, with every cell it "
         f"executed, is `{output.with_name(output.stem + '.failed.ipynb')}`.\n```")]
     page.metadata.update({"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-    output.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(page, output)
+    atomic_write(output, lambda tmp: nbformat.write(page, str(tmp)))
     os.utime(output, (0, 0))
     log.error("%s failed; wrote a stand-in page %s", source, output)
     return output

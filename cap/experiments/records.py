@@ -115,7 +115,7 @@ def read_current_record(path: str | Path) -> dict:
         raise StaleRecordError(f"{path} cannot be read ({err})") from err
     problem = record_problem(record, path)
     if problem:
-        raise StaleRecordError(f"{Path(path).name}: {problem}")
+        raise StaleRecordError(f"{problem} ({Path(path).name})")
     return record
 
 

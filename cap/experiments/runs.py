@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from cap.atomic import remove_stale_temporaries, writable_folder
 from cap.config import RunConfig, as_dict, resolve
 from cap.experiments.records import StaleRecordError, config_hash, read_current_record, write_record
 from cap.methods import get_method
@@ -29,7 +30,9 @@ def run(config: RunConfig, out_dir: str | Path, force: bool = False, stop_after_
     """Run ``config`` unless its record exists; return the record's path."""
     config = resolve(config)
     key = config_hash(as_dict(config))
-    out_dir = Path(out_dir)
+    out_dir = writable_folder(out_dir, "records folder", "choose another one (--out of `python -m cap run`, "
+                              "--records of `python -m cap runs`) or make it writable")
+    remove_stale_temporaries(out_dir)  # half-written records of killed runs
     path = out_dir / f"run-{key}.json"
     if path.exists() and not force:
         try:
