@@ -114,7 +114,7 @@ def test_second_call_reads_the_cache_without_a_forward(backbone, paths, tmp_path
     first = extract_image_features(backbone, paths, batch_size=5, cache=tmp_path)
     assert calls == {"batches": 3, "images": N_IMAGES}
     entry = feature_cache(backbone, paths, cache=tmp_path)
-    assert sorted(p.name for p in entry.folder.iterdir()) == ["features.npy", "key.json"]  # chunks joined
+    assert sorted(p.name for p in entry.folder.iterdir()) == ["features.npy", "features.npy.sha256", "key.json"]  # chunks joined
     second = extract_image_features(backbone, paths, batch_size=7, cache=tmp_path)  # batch size is not in the key
     assert calls["batches"] == 3
     np.testing.assert_array_equal(first, second)
@@ -201,7 +201,7 @@ def test_corrupt_image_keeps_chunks_and_rerun_computes_only_the_rest(backbone, p
                                       chunk_batches=1)
     assert calls["images"] == N_IMAGES - 6
     np.testing.assert_allclose(features, reference_features(backbone, paths), atol=1e-5, rtol=0)
-    assert sorted(p.name for p in entry.folder.iterdir()) == ["features.npy", "key.json"]
+    assert sorted(p.name for p in entry.folder.iterdir()) == ["features.npy", "features.npy.sha256", "key.json"]
 
 
 def test_interrupted_run_resumes_after_the_last_chunk(backbone, paths, tmp_path, monkeypatch):

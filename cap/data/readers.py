@@ -190,11 +190,21 @@ def _require_files(info: DatasetInfo, items: list[_Item]) -> None:
             f"{LAYOUTS[info.name]}")
 
 
+def _read_text(path: Path, info: DatasetInfo) -> str:
+    """The UTF-8 text of a split or class file; binary or otherwise undecodable content is a SplitFileError."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise SplitFileError(f"{info.title}: {path} is not a UTF-8 text file (byte {err.object[err.start]:#04x} at "
+                             f"offset {err.start}); replace it with the text split file of the official layout "
+                             "(book/getting_the_data.md)") from None
+
+
 def _text_lines(path: Path, info: DatasetInfo) -> list[tuple[int, str]]:
     """Numbered non-blank lines of a split or class file; a missing file is an error."""
     if not path.is_file():
         raise SplitFileError(f"{info.title}: {path} is missing. Expected layout:\n{LAYOUTS[info.name]}")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = _read_text(path, info).splitlines()
     return [(number, line.strip()) for number, line in enumerate(lines, 1) if line.strip()]
 
 
@@ -278,7 +288,7 @@ def _load_json(path: Path, info: DatasetInfo) -> dict:
     if not path.is_file():
         raise SplitFileError(f"{info.title}: split file {path} is missing. Expected layout:\n{LAYOUTS[info.name]}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(_read_text(path, info))
     except json.JSONDecodeError as err:
         raise SplitFileError(f"{info.title}: {path.name}:{err.lineno}: not valid JSON ({err.msg}); "
                              "re-download the split files") from None

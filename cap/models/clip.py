@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import warnings
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -153,18 +152,61 @@ def _torchscript_state(path: str) -> dict[str, torch.Tensor]:
         return torch.jit.load(path, map_location="cpu").state_dict()
 
 
-def load_weights(model: nn.Module, path: str, backbone: str) -> None:
-    """Load a weights file into ``model`` strictly; any mismatch is a WeightsError naming both.
+def _describe_file(path: str) -> str:
+    """What a file that is not readable weights looks like: empty, text, a damaged archive, other bytes."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    if size == 0:
+        return "an empty file (0 bytes)"
+    if head.startswith(b"PK"):
+        return f"a damaged or truncated zip archive ({size} bytes)"
+    if all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        return f"a text file ({size} bytes, starting {head.decode()[:40]!r})"
+    return f"{size} bytes of unrecognised data"
 
-    Reads what open_clip reads (state dict, ``{"state_dict": ...}`` checkpoint, safetensors,
-    OpenAI TorchScript archive) but, unlike ``open_clip.load_checkpoint``, never resizes
-    positional embeddings: weights of another backbone must fail, not be interpolated."""
+
+def _weights_help(model: nn.Module, backbone: str) -> str:
+    """What a weights file of ``backbone`` is, and where real ones come from."""
+    import open_clip
+
+    megabytes = sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 1e6
+    source = open_clip.get_pretrained_cfg(backbone, "openai") or {}
+    origin = source.get("url") or (f"the Hugging Face hub ({source['hf_hub']})" if source.get("hf_hub") else None)
+    return (f"expected the weights of {backbone} (about {megabytes:.0f} MB): a torch state dict, an open_clip "
+            f"checkpoint, a .safetensors file or OpenAI's TorchScript archive. Real weights: unset "
+            f"ModelConfig.weights and {WEIGHTS_ENV} to let open_clip download them (needs network)"
+            + (f", or download {origin} elsewhere and point {WEIGHTS_ENV} at it" if origin else "")
+            + " (README: Running on real data)")
+
+
+def _read_state(path: str, model: nn.Module, backbone: str) -> dict:
     from open_clip.factory import load_state_dict
 
     try:
         state = _torchscript_state(path) if _is_torchscript(path) else load_state_dict(path)
+    except Exception as err:  # any failure to read: empty, truncated, text, a pickle of something else
+        raise WeightsError(f"weights file {path!r} is {_describe_file(path)}, not readable weights "
+                           f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no detail'}); "
+                           f"{_weights_help(model, backbone)}") from None
+    if not isinstance(state, dict):
+        raise WeightsError(f"weights file {path!r} holds a {type(state).__name__}, not a state dict; "
+                           f"{_weights_help(model, backbone)}")
+    return state
+
+
+def load_weights(model: nn.Module, path: str, backbone: str) -> None:
+    """Load a weights file into ``model`` strictly; a file that cannot be read, or does not fit, is a
+    WeightsError saying what the file is, what was expected and where real weights come from.
+
+    Reads what open_clip reads (state dict, ``{"state_dict": ...}`` checkpoint, safetensors,
+    OpenAI TorchScript archive) but, unlike ``open_clip.load_checkpoint``, never resizes
+    positional embeddings: weights of another backbone must fail, not be interpolated."""
+    state = _read_state(path, model, backbone)
+    try:
         model.load_state_dict({k: v for k, v in state.items() if k not in _JIT_EXTRA_KEYS}, strict=True)
-    except (RuntimeError, KeyError, ValueError, AttributeError, StopIteration, pickle.UnpicklingError) as err:
+    except (RuntimeError, KeyError, ValueError, AttributeError) as err:
+        detail = " ".join(str(err).split())[:400]
         raise WeightsError(
-            f"weights file {path!r} does not fit backbone {backbone!r}: {err}. Use the weights of "
+            f"weights file {path!r} does not fit backbone {backbone!r}: {detail}. Use the weights of "
             f"{backbone}, or set ModelConfig.backbone to the model the file was saved from.") from err

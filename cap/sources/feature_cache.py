@@ -8,7 +8,9 @@ A cache entry is a folder ``<cache>/features/<key>/`` named by a hash of everyth
 the numbers (:func:`cache_key_parts`). While extracting, features are written in chunks
 (``chunk-<start>-<stop>.npy``, every ``chunk_batches`` batches), each atomically, so a crash, a
 kill or a corrupt image keeps what was computed and the next call continues after the last
-chunk. A finished entry is one ``features.npy``; its chunks are then removed.
+chunk. A finished entry is one ``features.npy``; its chunks are then removed. Every array file has
+a ``.sha256`` file beside it; a file that does not match its checksum, cannot be read or has the
+wrong shape is reported (a warning naming it), removed and computed again.
 
 Image files are identified by path only: rewriting an image in place does not invalidate the
 entry (that is what lets a rerun after replacing a corrupt file reuse the chunks before it).
@@ -17,11 +19,11 @@ entry (that is what lets a rerun after replacing a corrupt file reuse the chunks
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -30,6 +32,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from cap.atomic import atomic_write, writable_folder
 from cap.data.images import ImageDataset
 from cap.errors import CapError, ParameterError, check_int
 from cap.models.clip import resolve_weights
@@ -84,16 +87,43 @@ def cache_key_parts(backbone: OpenClipBackbone, paths: Sequence[str | Path], tra
     }
 
 
-def _write_atomic(path: Path, write: Callable) -> None:
-    """``write(handle)`` into a temporary file beside ``path``, then rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+def _checksum_file(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _save_array(path: Path, array: np.ndarray) -> None:
+    """``path`` and its checksum file, each written atomically (the checksum first: an array file
+    of this layout always has one)."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    data = buffer.getvalue()
+    atomic_write(_checksum_file(path), lambda tmp: tmp.write_text(hashlib.sha256(data).hexdigest()))
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def _array_problem(path: Path, rows: int) -> tuple[np.ndarray | None, str | None]:
+    """(the float32 array of ``rows`` rows stored at ``path``, None) or (None, what is wrong with it)."""
     try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        data = path.read_bytes()
+        checksum = _checksum_file(path)
+        if checksum.is_file() and hashlib.sha256(data).hexdigest() != checksum.read_text().strip():
+            return None, f"its content does not match {checksum.name}"
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        return None, f"it cannot be read: {err}"
+    if array.ndim != 2 or len(array) != rows or array.dtype != np.float32:
+        return None, f"it holds {array.dtype} of shape {array.shape}, not {rows} float32 feature rows"
+    return array, None
+
+
+def _load_array(path: Path, rows: int) -> np.ndarray | None:
+    """The array at ``path``, or None after removing it (with a warning naming it) when it is damaged."""
+    array, problem = _array_problem(path, rows)
+    if problem:
+        log.warning("feature cache file %s is damaged (%s): removed; its features are computed again", path, problem)
+        path.unlink(missing_ok=True)
+        _checksum_file(path).unlink(missing_ok=True)
+    return array
 
 
 class FeatureCache:
@@ -108,13 +138,7 @@ class FeatureCache:
     def load(self) -> np.ndarray | None:
         """The finished features, or None when the entry is not complete."""
         path = self.folder / _FINAL
-        if not path.is_file():
-            return None
-        features = np.load(path)
-        if features.ndim != 2 or len(features) != self.n_images:
-            log.warning("ignoring %s: shape %s does not fit %d images", path, features.shape, self.n_images)
-            return None
-        return features
+        return _load_array(path, self.n_images) if path.is_file() else None
 
     def chunks(self) -> list[tuple[int, int, Path]]:
         """The chunks that cover images 0..done-1 without a gap, in order."""
@@ -130,32 +154,41 @@ class FeatureCache:
         return contiguous
 
     def done(self) -> int:
-        """How many leading images are already stored in chunks."""
-        chunks = self.chunks()
-        return chunks[-1][1] if chunks else 0
+        """How many leading images are already stored in intact chunks. The first damaged chunk is
+        removed with every chunk after it, and extraction resumes from there."""
+        done = 0
+        for start, stop, path in self.chunks():
+            if _load_array(path, stop - start) is None:
+                for later in self.folder.glob("chunk-*.npy*"):
+                    match = _CHUNK.fullmatch(later.name.removesuffix(".sha256"))
+                    if match and int(match.group(1)) > start:
+                        later.unlink(missing_ok=True)
+                break
+            done = stop
+        return done
 
     def write_chunk(self, start: int, features: np.ndarray) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"chunk-{start:09d}-{start + len(features):09d}.npy"
-        _write_atomic(path, lambda handle: np.save(handle, features))
+        _save_array(self.folder / f"chunk-{start:09d}-{start + len(features):09d}.npy", features)
 
     def finish(self) -> np.ndarray:
         """Join the chunks into the final array and remove them."""
-        chunks = self.chunks()
-        features = np.concatenate([np.load(path) for _, _, path in chunks])
-        if len(features) != self.n_images:
+        parts = [_load_array(path, stop - start) for start, stop, path in self.chunks()]
+        features = np.concatenate([p for p in parts if p is not None]) if parts else np.zeros((0, 0), np.float32)
+        if len(features) != self.n_images or any(p is None for p in parts):
             raise CapError(f"feature cache {self.folder}: its chunks hold {len(features)} of {self.n_images} "
                            "images (changed while extracting?); delete that folder and rerun")
-        _write_atomic(self.folder / _FINAL, lambda handle: np.save(handle, features))
-        for path in self.folder.glob("chunk-*.npy"):
+        _save_array(self.folder / _FINAL, features)
+        for path in self.folder.glob("chunk-*.npy*"):
             path.unlink()
         return features
 
     def write_description(self) -> None:
-        """A human-readable ``key.json`` saying what the entry holds."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.parts, indent=1).encode()
-        _write_atomic(self.folder / "key.json", lambda handle: handle.write(text))
+        """A human-readable ``key.json`` saying what the entry holds (first checking the folder can be written)."""
+        writable_folder(self.folder, "feature cache folder",
+                        f"set {CACHE_ENV} to a folder you can write (default ~/.cache/cap), or pass cache=...")
+        text = json.dumps(self.parts, indent=1)
+        atomic_write(self.folder / "key.json", lambda tmp: tmp.write_text(text))
 
 
 def feature_cache(backbone: OpenClipBackbone, paths: Sequence[str | Path], transform: Callable | None = None,
