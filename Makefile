@@ -8,7 +8,7 @@ GEN := book/_generated
 PRESETS := flowers102 resisc45 dtd eurosat cub fgvc_aircraft
 SIM_PAGES := $(PRESETS:%=$(GEN)/sim/%.ipynb)
 LIBRARY := $(shell find cap -name '*.py' -o -name '*.yml' -o -name '*.txt') pyproject.toml
-BOOK_SOURCES := $(wildcard book/*.md book/*.yml)
+BOOK_SOURCES := $(wildcard book/*.md book/*.yml book/_static/*)
 HTML := book/_build/html/index.html
 RECORDS := $(GEN)/records
 # Result pages: one notebook each, or one template notebook per kind of page.
@@ -17,6 +17,10 @@ ABLATION_PAGES := table2 table3
 SWEEP_PAGES := figure6_k figure7_tau figure10_margin_scale figure11_unlabelled_fraction
 PAGE_NOTEBOOKS := $(foreach p,$(PAGES) $(ABLATION_PAGES) $(SWEEP_PAGES),$(GEN)/pages/$(p).ipynb)
 SIM_RUNS := $(GEN)/sim-runs.done
+PARADIGMS := ssl ul trzsl
+# The book's training-run pages: one executed run notebook per dataset and paradigm of the sim profile.
+SIM_RUN_PAGES := $(foreach d,$(PRESETS),$(foreach p,$(PARADIGMS),$(GEN)/runs/sim/$(d)-$(p).ipynb))
+FIGURES := $(GEN)/figures.ipynb
 PAPER_RECORDS := $(wildcard $(RECORDS)/paper/*.json)
 CHROMIUM_STAMP := $(VENV)/.chromium-stamp
 SLURM_STAMP := $(VENV)/.slurm-stamp
@@ -71,19 +75,29 @@ $(ABLATION_PAGES:%=$(GEN)/pages/%.ipynb): $(GEN)/pages/%.ipynb: notebooks/pages/
 $(SWEEP_PAGES:%=$(GEN)/pages/%.ipynb): $(GEN)/pages/%.ipynb: notebooks/pages/sweep.md $(SIM_RUNS) $(PAPER_RECORDS) | $(STAMP)
 	$(PY) -m cap notebook run --stand-in-on-failure $< $@ -p matrix $* -p records_root $(RECORDS)
 
-$(GEN)/status.ipynb: notebooks/status.md $(SIM_PAGES) $(PAGE_NOTEBOOKS) | $(STAMP)
+# `make runs` leaves each group's executed run notebook; this re-executes it (its records exist, so
+# nothing trains) when it is missing or notebooks/run.md changed.
+$(SIM_RUN_PAGES): $(GEN)/runs/sim/%.ipynb: notebooks/run.md | $(SIM_RUNS)
+	$(PY) -m cap notebook run --stand-in-on-failure $< $@ -p profile sim -p dataset $(word 1,$(subst -, ,$*)) \
+		-p paradigm $(word 2,$(subst -, ,$*)) -p records_dir $(RECORDS)/sim
+
+# The figures page (every figure's thumbnail), and the landing page's headline figure and claims.
+$(FIGURES): notebooks/figures.md $(PAGE_NOTEBOOKS) | $(STAMP)
+	$(PY) -m cap notebook run $< $@ -p generated_dir $(GEN)
+
+$(GEN)/status.ipynb: notebooks/status.md $(SIM_PAGES) $(PAGE_NOTEBOOKS) $(SIM_RUN_PAGES) $(FIGURES) | $(STAMP)
 	$(PY) -m cap notebook run $< $@ -p generated_dir $(GEN)
 
 sim-pages: $(SIM_PAGES)
 
-$(HTML): $(GEN)/status.ipynb $(SIM_PAGES) $(PAGE_NOTEBOOKS) $(BOOK_SOURCES) | $(STAMP)
+$(HTML): $(GEN)/status.ipynb $(SIM_PAGES) $(PAGE_NOTEBOOKS) $(SIM_RUN_PAGES) $(FIGURES) $(BOOK_SOURCES) | $(STAMP)
 	$(VENV)/bin/jupyter-book build book --warningiserror --keep-going
 
 # The runs use both cores themselves; the page notebooks after them run two at a time. Failed runs
 # and pages do not stop the build; the summary at the end lists them (STRICT=1: and exits 1).
 book: | $(STAMP)
 	$(MAKE) $(SIM_RUNS)
-	$(MAKE) -j2 $(SIM_PAGES) $(PAGE_NOTEBOOKS)
+	$(MAKE) -j2 $(SIM_PAGES) $(PAGE_NOTEBOOKS) $(SIM_RUN_PAGES)
 	$(MAKE) $(HTML)
 	@echo "Open book/_build/html/index.html"
 	$(PY) -m cap book summary --generated $(GEN) $(if $(STRICT),--strict)
