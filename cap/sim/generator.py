@@ -10,13 +10,17 @@ top-1 matches CLIP ViT-B/32 on the mirrored dataset. On top of that, two planted
   is (almost) never predicted and its images are spread over other classes;
 * concept confusion (a, b): the text of a drifts toward the images of b, so b is predicted as a.
 
-Every class also gets candidate descriptions (text vectors) of known quality, the simulated
-counterpart of LLM descriptions; the best candidate of every class is good.
+Every class also gets candidate descriptions (text vectors), the simulated counterpart of LLM
+descriptions, of three kinds drawn at random: paraphrases of the class name (no better than it),
+descriptions leaning toward a sibling class (misleading), and informative ones that move part of
+the way from the class name toward the class's images. None is exact, and a class may have no
+informative one, so concept alignment can fail.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -51,21 +55,26 @@ def generate(config: SimConfig, seed: int, classnames: list[str], mismatched: li
     train_x, train_y = draw_images(config.n_train_per_class)
     test_x, test_y = draw_images(config.n_test_per_class)
 
-    def class_texts(noise: float) -> np.ndarray:
-        """Every class text: its image direction, the text error, planted drift and mismatch, the gap."""
+    def name_directions(noise: float) -> np.ndarray:
+        """What each class name says, before the text offset: its image direction, the text error,
+        planted drift and mismatch."""
         t = _unit(geometry.means + noise * text_error + text_drift)
         rho = config.mismatch_alignment
         t[mismatched] = _unit(rho * t[mismatched] + np.sqrt(1 - rho**2) * away[mismatched])
-        return _unit(config.text_gap * geometry.text_offset + t)
+        return t
+
+    def class_texts(noise: float) -> np.ndarray:
+        return _unit(config.text_gap * geometry.text_offset + name_directions(noise))
 
     noise = config.text_noise
     if config.target_zero_shot is not None:
         noise = _calibrate(class_texts, train_x, train_y, config.target_zero_shot / 100)
-    quality, desc = descriptions(rng, geometry, config)
+    desc = descriptions(rng, geometry, config, name_directions(noise))
     return SimProblem(
         config=config, seed=seed, classnames=classnames,
         train_features=train_x, train_labels=train_y, test_features=test_x, test_labels=test_y,
-        text_features=class_texts(noise).astype(np.float32), descriptions=desc, description_quality=quality,
+        text_features=class_texts(noise).astype(np.float32), descriptions=desc.features,
+        description_quality=desc.quality, description_kinds=desc.kinds,
         mismatched=sorted(mismatched), confusion_pairs=pairs, families=geometry.families,
         class_means=geometry.means.astype(np.float32), calibrated_text_noise=float(noise),
     )
@@ -155,15 +164,47 @@ def image_sampler(rng, g: Geometry, config: SimConfig):
     return images
 
 
-def descriptions(rng, g: Geometry, config: SimConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate descriptions of every class (the simulated LLM descriptions): quality q in
-    {1, (n−1)/n, …, 1/n} per class, in random order; a description is q · the class direction plus
-    (1 − q) · a wrong direction (random, leaning to a random class). Returns (quality, features)."""
+DESCRIPTION_KINDS = ("vague", "sibling", "informative")
+
+
+@dataclass(frozen=True)
+class Descriptions:
+    features: np.ndarray  # (C, n, d) unit text features, with the text offset
+    kinds: np.ndarray  # (C, n) index into DESCRIPTION_KINDS
+    quality: np.ndarray  # (C, n) cosine of the description (before the text offset) with the class's image direction
+
+
+def descriptions(rng, g: Geometry, config: SimConfig, names: np.ndarray) -> Descriptions:
+    """Candidate descriptions of every class (the simulated LLM descriptions), built from what the
+    class name says (``names``: unit directions before the text offset) so that a description is
+    only as good as its content:
+
+    * vague: the name plus wording noise (fits the images no better than the name);
+    * sibling: the name leaning a share s of the way toward a sibling class's image direction;
+    * informative: the name moved a share s of the way toward the class's own image direction;
+
+    s uniform in ``description_shift``; every description gets wording noise of size
+    ``description_paraphrase`` (a random direction). The kind of each candidate is drawn with the
+    preset's probabilities, so no candidate is exact and some classes have no informative one."""
     C, n = g.n_classes, config.n_descriptions
-    quality = np.stack([rng.permutation(np.linspace(1.0, 0.0, n + 1)[:-1]) for _ in range(C)])
-    wrong = _unit(g.directions(C, n) + g.means[rng.integers(0, C, (C, n))])
-    desc = _unit(quality[..., None] * g.means[:, None] + (1 - quality[..., None]) * wrong)
-    return quality, _unit(config.text_gap * g.text_offset + desc).astype(np.float32)
+    p = [config.description_vague, config.description_sibling, config.description_informative]
+    kinds = rng.choice(len(DESCRIPTION_KINDS), size=(C, n), p=p)
+    shift = rng.uniform(*config.description_shift, size=(C, n, 1))
+    siblings = np.array([[_sibling(rng, g.families, c) for _ in range(n)] for c in range(C)])
+    target = np.where((kinds == DESCRIPTION_KINDS.index("sibling"))[..., None], g.means[siblings], g.means[:, None])
+    moved = np.where((kinds == DESCRIPTION_KINDS.index("vague"))[..., None], 0.0, shift)
+    content = _unit((1 - moved) * names[:, None] + moved * target + config.description_paraphrase * g.directions(C, n))
+    quality = np.einsum("cnd,cd->cn", content, g.means)
+    features = _unit(config.text_gap * g.text_offset + content).astype(np.float32)
+    return Descriptions(features, kinds, quality)
+
+
+def _sibling(rng, families: np.ndarray, c: int) -> int:
+    """A random other class of ``c``'s family (any other class when it has none)."""
+    pool = np.flatnonzero((families == families[c]) & (np.arange(len(families)) != c))
+    if not len(pool):
+        pool = np.delete(np.arange(len(families)), c)
+    return int(rng.choice(pool))
 
 
 def _confusion_pairs(rng, families: np.ndarray, mismatched: list[int], fraction: float) -> list[tuple[int, int]]:

@@ -20,14 +20,15 @@ class SimConfig:
     n_train_per_class: int
     n_test_per_class: int
     target_zero_shot: float | None  # percent; None: use ``text_noise`` as given
-    dim: int = 512
+    dim: int = 256  # CLIP ViT-B/32 has 512; 256 holds every preset's class directions (at most 200) and
+    # quarters the cost of the feature backbone's maps
     family_size: int = 5
     family_weight: float = 0.6
     image_noise: float = 1.0
     noise_rank: int = 64  # image noise lives in a subspace of this rank (CLIP features are anisotropic)
     hard_fraction: float = 0.2  # share of images drawn between their class and a sibling class
-    image_gap: float = 2.5  # norm of the offset all image features share
-    text_gap: float = 1.2  # norm of the offset all text features share
+    image_gap: float = 1.2  # norm of the offset all image features share (unrelated class means: cosine ≈ 0.6)
+    text_gap: float = 1.5  # norm of the offset all text features share (unrelated class texts: cosine ≈ 0.7)
     text_noise: float = 0.5  # size of each class text's error; overwritten by calibration
     text_error_mix: float = 0.0  # share of the text error that leans toward other classes' images
     text_noise_spread: float = 0.3  # log-normal spread of the per-class text-error size
@@ -35,6 +36,13 @@ class SimConfig:
     confusion_fraction: float = 0.3  # share of classes in a planted confusion pair
     confusion_strength: float = 2.0  # weight of b's image direction in a's text
     n_descriptions: int = 5
+    # Candidate descriptions (the simulated LLM descriptions): each is drawn as one of three kinds with
+    # these probabilities, so a class may have no informative one at all.
+    description_vague: float = 0.4  # a paraphrase of the class name: fits the images no better than it
+    description_sibling: float = 0.2  # leans toward a sibling class's images (misleading)
+    description_informative: float = 0.4  # moves from the class name toward the class's images
+    description_shift: tuple[float, float] = (0.3, 0.7)  # range of that move (informative) or lean (sibling)
+    description_paraphrase: float = 0.3  # size of the random wording noise on every description
     logit_scale: float = 100.0
 
     def validate(self) -> SimConfig:
@@ -55,6 +63,16 @@ class SimConfig:
         check_float("text_error_mix", self.text_error_mix, 0.0, 1.0)
         check_float("text_noise_spread", self.text_noise_spread, 0.0)
         check_float("logit_scale", self.logit_scale, 0.0)
+        kinds = (self.description_vague, self.description_sibling, self.description_informative)
+        for name, value in zip(("description_vague", "description_sibling", "description_informative"), kinds):
+            check_float(name, value, 0.0, 1.0)
+        if abs(sum(kinds) - 1.0) > 1e-9:
+            raise ParameterError(f"description_vague + description_sibling + description_informative must be 1, got "
+                                 f"{sum(kinds)}: they are the probabilities of the three kinds of description")
+        low, high = self.description_shift
+        if not 0.0 <= low <= high <= 1.0:
+            raise ParameterError(f"description_shift must be (low, high) with 0 <= low <= high <= 1, got {self.description_shift}")
+        check_float("description_paraphrase", self.description_paraphrase, 0.0)
         return self
 
 

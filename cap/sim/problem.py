@@ -22,7 +22,8 @@ class SimProblem:
     test_labels: np.ndarray
     text_features: np.ndarray  # (C, d), the "a photo of a {class}" texts
     descriptions: np.ndarray  # (C, n_descriptions, d)
-    description_quality: np.ndarray  # (C, n_descriptions), in [0, 1]; 1 = points at the class images
+    description_quality: np.ndarray  # (C, n_descriptions): cosine with the class's image direction (before the offsets)
+    description_kinds: np.ndarray  # (C, n_descriptions): index into cap.sim.generator.DESCRIPTION_KINDS
     mismatched: list[int]  # planted concept mismatch, sorted
     confusion_pairs: list[tuple[int, int]]  # (a, b): a's text drifts toward b's images
     families: np.ndarray  # (C,) family id of each class
@@ -49,6 +50,32 @@ class SimProblem:
     def zero_shot_accuracy(self, split: str = "test") -> float:
         labels = {"train": self.train_labels, "test": self.test_labels}[split]
         return float((self.zero_shot_predictions(split) == labels).mean() * 100)
+
+    def geometry(self, max_images: int = 2000) -> dict[str, float]:
+        """Mean cosines that describe the simulated geometry, to set beside CLIP's (the simulator
+        page): image–image within a class and across classes, class means (prototypes) of sibling
+        and of unrelated classes, texts of sibling and of unrelated classes, and image–text for the
+        true class and for other classes. Computed on (at most ``max_images``) test images."""
+        take = np.random.default_rng(0).permutation(len(self.test_labels))[:max_images]
+        x, y = self.test_features[take], self.test_labels[take]
+        same = y[:, None] == y[None, :]
+        off_diagonal = ~np.eye(len(y), dtype=bool)
+        xx = x @ x.T
+        means = np.stack([self.test_features[self.test_labels == c].mean(0) for c in range(self.n_classes)])
+        means /= np.linalg.norm(means, axis=1, keepdims=True)
+        sibling = (self.families[:, None] == self.families[None, :]) & ~np.eye(self.n_classes, dtype=bool)
+        unrelated = self.families[:, None] != self.families[None, :]
+        pm, tt, xt = means @ means.T, self.text_features @ self.text_features.T, x @ self.text_features.T
+        true_text = np.zeros_like(xt, dtype=bool)
+        true_text[np.arange(len(y)), y] = True
+        return {"image_image_same_class": float(xx[same & off_diagonal].mean()),
+                "image_image_other_class": float(xx[~same].mean()),
+                "class_mean_sibling": float(pm[sibling].mean()) if sibling.any() else float("nan"),
+                "class_mean_unrelated": float(pm[unrelated].mean()) if unrelated.any() else float("nan"),
+                "text_text_sibling": float(tt[sibling].mean()) if sibling.any() else float("nan"),
+                "text_text_unrelated": float(tt[unrelated].mean()) if unrelated.any() else float("nan"),
+                "image_text_true_class": float(xt[true_text].mean()),
+                "image_text_other_class": float(xt[~true_text].mean())}
 
     def ground_truth(self) -> dict:
         """The planted structure, as plain Python (for records and tables)."""
