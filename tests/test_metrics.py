@@ -106,6 +106,40 @@ def test_confusion_groups_by_hand():
     assert metrics.confusion_groups([0, 1], [0, 1], 2) == []  # no confusion, no group
 
 
+def test_confusion_group_ties_do_not_depend_on_class_index():
+    # (1 → 0) and (2 → 0) both have rate .5. Without confidences the names decide: "ash" (class 2)
+    # comes before "birch" (class 1); with confidences the surer confusion (class 1's, .9) wins.
+    labels, pred = [0, 1, 1, 2, 2], [0, 0, 1, 0, 2]
+    names = ["oak", "birch", "ash"]
+    assert metrics.confusion_groups(labels, pred, 3, n_groups=1, names=names) == [(2, 0)]
+    confidence = [0.5, 0.9, 0.5, 0.6, 0.5]
+    assert metrics.confusion_groups(labels, pred, 3, n_groups=1, confidence=confidence, names=names) == [(1, 0)]
+    # renumbering the classes (same names) gives the same pairs of names
+    perm = [2, 0, 1]  # old class c becomes perm[c]
+    relabel = lambda v: [perm[x] for x in v]  # noqa: E731
+    renamed = [None] * 3
+    for old, new in enumerate(perm):
+        renamed[new] = names[old]
+    (a, b), = metrics.confusion_groups(relabel(labels), relabel(pred), 3, n_groups=1, names=renamed)
+    assert (renamed[a], renamed[b]) == ("ash", "oak")
+
+
+def test_pair_scores_by_hand():
+    # victim 1 (4 images): 2 right, 1 predicted as the attractor 0, 1 as class 2
+    labels = [1, 1, 1, 1, 0, 0]
+    pred = [1, 1, 0, 2, 0, 0]
+    confidence = [0.9, 0.9, 0.8, 0.5, 0.9, 0.9]
+    scores = metrics.pair_scores(labels, pred, confidence, victim=1, attractor=0, n_bins=10)
+    assert scores["victim_accuracy"] == pytest.approx(50.0)
+    assert scores["victim_to_attractor"] == pytest.approx(25.0)
+    # group {0, 1}: 6 images, 4 right → 66.7 %; bins: .9 (4 images, all right, gap .1), .8 wrong (.8),
+    # .5 wrong (.5) → ECE = (4·.1 + .8 + .5)/6 = 1.7/6 → 28.33 %
+    assert scores["accuracy"] == pytest.approx(400 / 6)
+    assert scores["ece"] == pytest.approx(170 / 6)
+    with pytest.raises(ParameterError, match="victim class 5"):
+        metrics.pair_scores(labels, pred, confidence, victim=5, attractor=0)
+
+
 def test_group_scores_by_hand():
     labels = [0, 0, 1, 2]
     pred = [0, 1, 1, 2]

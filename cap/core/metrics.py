@@ -125,11 +125,16 @@ def expected_calibration_error(confidence, correct, n_bins: int = 15) -> float:
     return float(100.0 * gap / confidence.size)
 
 
-def confusion_groups(labels, pred, n_classes: int, n_groups: int | None = None) -> list[tuple[int, int]]:
+def confusion_groups(labels, pred, n_classes: int, n_groups: int | None = None, confidence=None,
+                     names=None) -> list[tuple[int, int]]:
     """Confusion groups: the ``n_groups`` class pairs {a, b} (default ⌈C/10⌉) with the largest
     one-way confusion rate, the share of class a's images predicted as b (a ≠ b), each pair once,
     as (a, b) with a the class whose images are lost. Pass zero-shot predictions: the groups are
-    the confusions CLIP starts with, the ones the calibrated margin is meant to undo."""
+    the confusions CLIP starts with, the ones the calibrated margin is meant to undo.
+
+    Ties (frequent with few test images per class) are broken without looking at class indices:
+    first by the mean ``confidence`` of the a → b predictions (the surer confusion first), then by
+    the class ``names`` (a's, then b's, alphabetically); without names, by index."""
     labels, pred = np.asarray(labels, dtype=int), np.asarray(pred, dtype=int)
     n_groups = int(np.ceil(n_classes / 10)) if n_groups is None else n_groups
     confusion = np.zeros((n_classes, n_classes))
@@ -137,15 +142,34 @@ def confusion_groups(labels, pred, n_classes: int, n_groups: int | None = None) 
     totals = confusion.sum(1, keepdims=True)
     rate = np.divide(confusion, totals, out=np.zeros_like(confusion), where=totals > 0)
     np.fill_diagonal(rate, 0.0)
+    sure = np.zeros_like(confusion)
+    if confidence is not None:
+        np.add.at(sure, (labels, pred), np.asarray(confidence, dtype=float))
+        sure = np.divide(sure, confusion, out=np.zeros_like(sure), where=confusion > 0)
+    names = [str(c) for c in range(n_classes)] if names is None else [str(n) for n in names]
+    candidates = [(a, b) for a, b in zip(*np.nonzero(rate > 0))]
+    candidates.sort(key=lambda ab: (-rate[ab], -sure[ab], names[ab[0]], names[ab[1]]))
     groups, taken = [], set()
-    for flat in np.argsort(-rate, axis=None, kind="stable"):
-        a, b = divmod(int(flat), n_classes)
-        if rate[a, b] <= 0 or len(groups) == n_groups:
+    for a, b in candidates:
+        if len(groups) == n_groups:
             break
         if frozenset((a, b)) not in taken:
             taken.add(frozenset((a, b)))
-            groups.append((a, b))
+            groups.append((int(a), int(b)))
     return groups
+
+
+def pair_scores(labels, pred, confidence, victim: int, attractor: int, n_bins: int = 15) -> dict[str, float]:
+    """A known confusion pair (the simulator's planted ones: the text of ``attractor`` drifts toward
+    the images of ``victim``): the victim's accuracy, the share of its images predicted as the
+    attractor, and the local accuracy and ECE of the pair as a group (:func:`group_scores`); in percent."""
+    labels, pred = np.asarray(labels), np.asarray(pred)
+    own = labels == victim
+    if not own.any():
+        raise ParameterError(f"no test image belongs to the victim class {victim}")
+    return {"victim_accuracy": float(100.0 * (pred[own] == victim).mean()),
+            "victim_to_attractor": float(100.0 * (pred[own] == attractor).mean()),
+            **group_scores(labels, pred, confidence, (victim, attractor), n_bins)}
 
 
 def group_scores(labels, pred, confidence, group, n_bins: int = 15) -> dict[str, float]:
