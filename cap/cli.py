@@ -9,6 +9,7 @@ import sys
 
 import yaml
 
+from cap.atomic import writable_folder
 from cap.errors import CapError, ParameterError
 
 
@@ -204,6 +205,8 @@ def _runs(args) -> int:
         return 0
     if args.status or args.watch is not None:
         return _runs_progress(args, selected)
+    writable_folder(args.records or DEFAULT_RECORDS / args.profile, "records folder",
+                    "choose another --records or make it writable")  # before any run starts
     states = run_matrices(args.profile, args.matrix, args.dataset, args.paradigm, args.method, args.seeds,
                           force=args.force, records_dir=args.records, workers=args.workers, **_executor_options(args))
     print("runs: " + ", ".join(f"{n} {state}" for state, n in sorted(states.items())))

@@ -28,8 +28,8 @@ from cap.experiments import report
 from cap.experiments.build_summary import build_problems
 from cap.experiments.matrix import plan
 from cap.experiments.publish import runs_table
-from cap.experiments.records import (config_hash, read_current_record, read_records, record_status, StaleRecordError,
-                                     write_record)
+from cap.experiments.records import (RECORD_VERSION, StaleRecordError, config_hash, read_current_record, read_records,
+                                     record_status, write_record)
 from cap.experiments.runs import run
 from cap.methods.checkpoints import CheckpointError, RunInterrupted, load_checkpoint, save_checkpoint
 from cap.methods.engine import TrainingDiverged, check_finite_losses
@@ -98,6 +98,9 @@ BAD_COMMANDS = {
                          ["records folder", "afile is a file, not a folder", "--out"]),
     "out not creatable": (lambda t: ["run", "--dataset", "dtd", "--out", "/proc/cap-records"],
                           ["records folder /proc/cap-records cannot be created", "--out"]),
+    "runs records under a file": (lambda t: ["runs", "--matrix", "table1", "--dataset", "eurosat", "--seeds", "1",
+                                              "--records", _under_a_file(t)[1]],
+                                  ["records folder", "afile is a file, not a folder", "--records"]),
     "empty selection": (lambda t: ["runs", "--matrix", "table4"],
                         ["no run of profile 'sim' matches --matrix table4", "--list"]),
     "empty listing": (lambda t: ["runs", "--list", "--seeds", "99"], ["matches --seeds 99", "--list"]),
@@ -214,7 +217,7 @@ def _zero_shot_run():
 
 
 @pytest.mark.parametrize("body, problem", [([], "it holds a JSON list, not a record"),
-                                           ({"version": 3, "kind": "run"}, "field 'key' is missing")])
+                                           ({"version": RECORD_VERSION, "kind": "run"}, "field 'key' is missing")])
 def test_a_malformed_record_is_stale_named_and_rerun(body, problem, capsys, tmp_path):
     planned = _zero_shot_run()
     records = tmp_path / "sim"
@@ -265,8 +268,23 @@ def test_files_are_written_with_the_umask_and_no_temporary_is_left(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c", record.name]
 
 
-TINY_NOTEBOOK = ("---\njupytext:\n  text_representation:\n    format_name: myst\nkernelspec:\n  name: python3\n"
-                 "  display_name: Python 3\n---\n\n```{code-cell} ipython3\n:tags: [parameters]\n\nx: int = 0\n```\n")
+TINY_NOTEBOOK = """---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+
+```{code-cell} ipython3
+:tags: [parameters]
+
+x: int = 0
+```
+"""
 
 
 def test_a_killed_writers_temporary_file_is_removed_by_the_next_notebook_run(tmp_path, root):

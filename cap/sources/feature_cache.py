@@ -135,6 +135,11 @@ class FeatureCache:
         self.folder = cache_dir(root) / "features" / key
         self.n_images = parts["n_images"]
 
+    def _writable(self) -> None:
+        if not self.folder.is_dir():
+            writable_folder(self.folder, "feature cache folder",
+                            f"set {CACHE_ENV} to a folder you can write (default ~/.cache/cap), or pass cache=...")
+
     def load(self) -> np.ndarray | None:
         """The finished features, or None when the entry is not complete."""
         path = self.folder / _FINAL
@@ -168,7 +173,7 @@ class FeatureCache:
         return done
 
     def write_chunk(self, start: int, features: np.ndarray) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self._writable()
         _save_array(self.folder / f"chunk-{start:09d}-{start + len(features):09d}.npy", features)
 
     def finish(self) -> np.ndarray:
@@ -185,8 +190,7 @@ class FeatureCache:
 
     def write_description(self) -> None:
         """A human-readable ``key.json`` saying what the entry holds (first checking the folder can be written)."""
-        writable_folder(self.folder, "feature cache folder",
-                        f"set {CACHE_ENV} to a folder you can write (default ~/.cache/cap), or pass cache=...")
+        self._writable()
         text = json.dumps(self.parts, indent=1)
         atomic_write(self.folder / "key.json", lambda tmp: tmp.write_text(text))
 
