@@ -4,6 +4,7 @@
                                     [--paradigm ul|ssl] [--depth 8] [--precision auto] [--device auto]
                                     [--weights FILE] [--warmup 2]
     python benchmarks/train_step.py --sim flowers102 [--paradigm ul] [--sim-epochs 50]
+    python benchmarks/train_step.py --sim flowers102 --feature-steps 200 [--paradigm ul]
 
 A step is exactly what ``CapTrainer.train_epoch`` does per iteration, because that method runs it:
 one text-encoder pass through the MaPLe prompts shared by all streams, the weak view of the
@@ -68,9 +69,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sim", default=None, metavar="PRESET",
                         help="time a full CAP run on the simulator preset instead (e.g. flowers102)")
     parser.add_argument("--sim-epochs", type=int, default=50, help="epochs of the --sim run (official 50)")
+    parser.add_argument("--feature-steps", type=int, default=0, metavar="N",
+                        help="with --sim: time N CAP steps and N baseline steps on the feature backend instead")
     args = parser.parse_args(argv)
-    if min(args.batch, args.classes, args.steps, args.depth, args.sim_epochs) < 1 or args.warmup < 0:
-        parser.error("--batch, --classes, --steps, --depth and --sim-epochs must be >= 1, --warmup >= 0")
+    if min(args.batch, args.classes, args.steps, args.depth, args.sim_epochs) < 1 or min(args.warmup, args.feature_steps) < 0:
+        parser.error("--batch, --classes, --steps, --depth and --sim-epochs must be >= 1, --warmup and "
+                     "--feature-steps >= 0")
     return args
 
 
@@ -187,7 +191,7 @@ def time_steps(args: argparse.Namespace) -> dict:
 
 def time_sim(args: argparse.Namespace) -> dict:
     from cap.experiments.records import read_current_record as load
-from cap.experiments.runs import run
+    from cap.experiments.runs import run
 
     config = make_config(dataset=args.sim, paradigm=args.paradigm, backend="sim", method="cap", epochs=args.sim_epochs)
     with tempfile.TemporaryDirectory() as folder:
@@ -203,9 +207,56 @@ from cap.experiments.runs import run
             "torch": torch.__version__, "python": sys.version.split()[0]}
 
 
+def _timed(function) -> tuple[float, float]:
+    """(process CPU seconds, wall seconds) of ``function()``."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    function()
+    return time.process_time() - cpu, time.perf_counter() - wall
+
+
+def time_feature_steps(args: argparse.Namespace) -> dict:
+    """Steps per second of a CAP step and a baseline step on the feature backend (simulator preset)."""
+    from cap.methods.baselines import fit
+    from cap.sources import make_source
+
+    torch.set_num_threads(1)
+    device = torch.device("cpu")
+    config = resolve(make_config(dataset=args.sim, paradigm=args.paradigm, backend="sim", method="cap",
+                                 iters_per_epoch=args.feature_steps, sim_train_per_class=32))
+    source = make_source(config)
+    trainer = CapTrainer(config, source, source.make_backbone(config, "maple", device), Path(tempfile.gettempdir()),
+                         device)
+    board, _ = trainer.initial_dpl()
+    margin = trainer.margin(board, np.arange(source.n_classes) + 1.0)  # a non-zero margin on every term
+    trainer.train_epoch(0, board, margin)  # warm-up: allocator, first-call costs
+    cap_cpu, cap_wall = _timed(lambda: trainer.train_epoch(1, board, margin))
+    baseline = config.replace(method="grip")
+    backbone = source.make_backbone(baseline, "coop", device)
+    index = np.asarray(source.split.unlabelled, dtype=np.int64)
+    targets = torch.nn.functional.one_hot(torch.as_tensor(source.train_labels[index]), source.n_classes).float()
+    per_epoch = max(1, len(index) // min(baseline.baseline_batch_size, len(index)))
+    epochs = -(-args.feature_steps // per_epoch)
+    fit(backbone, source, baseline.replace(baseline_epochs=1), index, targets, 1)  # warm-up
+    fit_cpu, fit_wall = _timed(lambda: fit(backbone, source, baseline.replace(baseline_epochs=epochs), index, targets, 2))
+    fit_steps = epochs * per_epoch
+    return {"mode": "feature_steps", "preset": config.dataset, "paradigm": args.paradigm, "classes": source.n_classes,
+            "dim": int(source.zero_shot_image.shape[1]), "cap_steps": args.feature_steps,
+            "cap_steps_per_s_cpu": args.feature_steps / cap_cpu, "cap_steps_per_s_wall": args.feature_steps / cap_wall,
+            "baseline_steps": fit_steps, "baseline_steps_per_s_cpu": fit_steps / fit_cpu,
+            "baseline_steps_per_s_wall": fit_steps / fit_wall, "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": sys.version.split()[0]}
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    if args.sim:
+    if args.sim and args.feature_steps:
+        result = time_feature_steps(args)
+        print(f"feature backend, simulator preset {result['preset']} ({result['paradigm']}, {result['classes']} classes, "
+              f"dimension {result['dim']}), {result['torch_threads']} torch thread")
+        for kind in ("cap", "baseline"):
+            print(f"{kind} step: {result[kind + '_steps_per_s_cpu']:.0f} steps/s of CPU time, "
+                  f"{result[kind + '_steps_per_s_wall']:.0f} steps/s wall ({result[kind + '_steps']} steps)")
+    elif args.sim:
         result = time_sim(args)
         print(f"CAP on the simulator preset {result['preset']} ({result['paradigm']}), {result['epochs']} epochs "
               f"({result['steps']} steps) on {result['device_name']}: {result['seconds']:.1f} s in all, "

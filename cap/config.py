@@ -4,6 +4,7 @@ quirk as a named field, per-dataset overrides made explicit in :func:`resolve`."
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -32,9 +33,13 @@ class RunConfig:
     sim_seed: int = 0  # simulator problem seed (backend sim)
     sim_train_per_class: int | None = None  # simulator pool size override (None: preset)
     sim_test_per_class: int | None = None
+    sim_confusion_strength: float | None = None  # planted confusion strength override (None: preset; diagnostics)
+    sim_hard_fraction: float | None = None  # share of hard images override (None: preset; diagnostics)
     sim_prompt_lr_scale: float = 0.1  # the feature backend's maps learn at this times the prompt lr (see models/features.py)
 
     # schedule (official values)
+    schedule_factor: float | None = None  # f: epochs (CAP), epochs per round (baselines) and the D_PL
+    # refresh period all become round(f × official); None: the values below as given
     epochs: int = 50
     iters_per_epoch: int = 50
     batch_size: int = 32  # 128 reproduces the 4-process run.sh of the official code
@@ -153,11 +158,34 @@ def resolve(config: RunConfig) -> RunConfig:
         changes["cpl_beta"] = info.cpl.beta
     if changes["cpl_beta"] is not None:
         check_float("cpl_beta", changes["cpl_beta"], 0.0, 1.0)
-    resolved = replace(config, **changes)
+    resolved = replace(config, **changes, **scaled_schedule(config))
     for f in fields(RunConfig):  # every float field is finite, those without a range above too
         if "float" in str(f.type) and getattr(resolved, f.name) is not None:
             check_float(f.name, getattr(resolved, f.name))
     return resolved
+
+
+# What ``schedule_factor`` scales: every count of epochs in the official schedules (CAP: 50 epochs,
+# a D_PL refresh every 5; FPL, GRIP and CPL: 50 epochs per round). Iterations per epoch, rounds,
+# batch sizes and the one warm-up epoch stay official.
+SCALED_EPOCHS = {"epochs": 50, "baseline_epochs": 50, "refresh_every": 5}
+
+
+def scaled_schedule(config: RunConfig) -> dict[str, int]:
+    """The epoch counts for ``config.schedule_factor`` f: max(1, round(f × official)), rounding
+    halves up; nothing without a factor. Setting f and one of those counts at once is an error."""
+    f = config.schedule_factor
+    if f is None:
+        return {}
+    check_float("schedule_factor", f, 0.0)
+    if f <= 0:
+        raise ParameterError(f"schedule_factor must be > 0, got {f}")
+    scaled = {key: max(1, int(math.floor(f * official + 0.5))) for key, official in SCALED_EPOCHS.items()}
+    changed = [key for key, official in SCALED_EPOCHS.items() if getattr(config, key) not in (official, scaled[key])]
+    if changed:  # (already scaled values are fine: resolving twice changes nothing)
+        raise ParameterError(f"schedule_factor {f} sets {', '.join(SCALED_EPOCHS)}; {', '.join(changed)} cannot be set "
+                             "as well: drop schedule_factor or those fields")
+    return scaled
 
 
 def cpl_beta(config: RunConfig, n_unseen: int) -> float:

@@ -36,8 +36,9 @@ DEFAULT_RECORDS = Path("book/_generated/records")
 
 # Version of the record layout. Readers treat a record of another version as stale (to be rerun),
 # never as a result. 3: test labels, predictions, confidences and class counts in run records;
-# cluster_seed in configs.
-RECORD_VERSION = 3
+# cluster_seed in configs. 4: every run's training budget (gradient steps, images seen), the share
+# of σ = 0 classes per CAP epoch, the simulator's planted ground truth.
+RECORD_VERSION = 4
 
 
 def config_hash(config: dict) -> str:

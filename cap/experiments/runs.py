@@ -63,6 +63,7 @@ def run(config: RunConfig, out_dir: str | Path, force: bool = False, stop_after_
         "headline": headline(results["metrics"], config.paradigm),
         "classnames": source.classnames,
         "seen": list(source.split.seen),
+        "ground_truth": source.ground_truth() if hasattr(source, "ground_truth") else None,  # simulator only
         "wall_seconds": time.perf_counter() - started,
         "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
         "descriptions": {"source": getattr(source, "descriptions_source", "simulator description vectors"),

@@ -26,7 +26,7 @@ from cap.core.pseudolabels import balanced_selection, cpl_candidates, grip_budge
 from cap.methods.checkpoints import (RunInterrupted, load_checkpoint, load_trainable_state, save_checkpoint,
                                      trainable_state)
 from cap.methods.engine import (batch_order, check_finite_losses, dpl_accuracy, evaluate, flatten, initial_dpl,
-                                pseudolabel_probs, predict_test, sgd, zero_shot_probs)
+                                pseudolabel_probs, predict_test, sgd, training_budget, zero_shot_probs)
 
 FPL_PER_CLASS = 16  # Menghini et al.'s FPL: top-16 zero-shot pseudolabels per class
 
@@ -41,9 +41,10 @@ def model_probs(backbone, source, config: RunConfig) -> np.ndarray:
     return pseudolabel_probs(logits, source, config)
 
 
-def fit(backbone, source, config: RunConfig, index: np.ndarray, targets: torch.Tensor, round_: int) -> float:
+def fit(backbone, source, config: RunConfig, index: np.ndarray, targets: torch.Tensor, round_: int) -> dict:
     """Train the prompts on (index, targets): targets are C-wide 0/1 candidate rows (one-hot for
-    plain labels), so one loss serves FPL, GRIP (single candidate = cross-entropy) and CPL."""
+    plain labels), so one loss serves FPL, GRIP (single candidate = cross-entropy) and CPL.
+    Returns the mean loss and the budget spent: gradient steps and images seen."""
     labelled = np.asarray(source.split.labelled, dtype=np.int64)
     if len(labelled):
         index = np.concatenate([index, labelled])
@@ -55,7 +56,7 @@ def fit(backbone, source, config: RunConfig, index: np.ndarray, targets: torch.T
     optimizer, scheduler = sgd(backbone.prompt_parameters(), config.baseline_lr * backbone.prompt_lr_scale,
                                config.momentum, config.baseline_weight_decay, total, steps_per_epoch)
     device = next(iter(backbone.prompt_parameters())).device
-    losses = []
+    losses, images = [], 0
     for epoch in range(config.baseline_epochs):
         positions = batch_order(np.arange(len(index)), steps_per_epoch * b, config.seed, round_ * 10_000 + epoch, 3)
         batches = source.batches(index[positions], b, ("weak",), None)
@@ -70,11 +71,14 @@ def fit(backbone, source, config: RunConfig, index: np.ndarray, targets: torch.T
             optimizer.step()
             scheduler.step()
             epoch_losses.append(loss.detach())
+            images += len(cand)
         if epoch_losses:
             losses.append(torch.stack(epoch_losses).cpu())
             check_finite_losses(losses[-1], f"{config.method} round {round_}, epoch {epoch}",
                                 f"lower baseline_lr (now {config.baseline_lr})")
-    return float(np.mean(torch.cat(losses).numpy().astype(np.float64))) if losses else 0.0
+    steps = sum(len(epoch_losses) for epoch_losses in losses)
+    return {"loss": float(np.mean(torch.cat(losses).numpy().astype(np.float64))) if losses else 0.0,
+            "gradient_steps": steps, "images_seen": images}
 
 
 def _one_hot(dpl: dict, n_classes: int) -> tuple[np.ndarray, torch.Tensor]:
@@ -85,7 +89,7 @@ def _one_hot(dpl: dict, n_classes: int) -> tuple[np.ndarray, torch.Tensor]:
 def _result(config: RunConfig, source, backbone, history: list, seconds: float) -> dict:
     pred, labels, confidence = predict_test(backbone, source)
     return {"metrics": evaluate(pred, labels, source.n_classes, config.paradigm, list(source.split.seen), confidence),
-            "history": history, "train_seconds": seconds}
+            "history": history, "train_seconds": seconds, "budget": training_budget(history)}
 
 
 def _save_round(run_dir: Path, backbone, state: dict) -> None:
@@ -141,7 +145,7 @@ def train_fpl(config: RunConfig, source, backbone, run_dir=None, stop_after_epoc
     def one_round(round_: int, probs: np.ndarray) -> dict:
         dpl = initial_dpl(probs, unlabelled, source.split.pseudolabel_classes, FPL_PER_CLASS)
         entry = {"round": round_, "per_class": FPL_PER_CLASS} | dpl_accuracy(dpl, source.train_labels)
-        return entry | {"loss": fit(backbone, source, config, *_one_hot(dpl, source.n_classes), round_)}
+        return entry | fit(backbone, source, config, *_one_hot(dpl, source.n_classes), round_)
 
     return train_in_rounds(config, source, backbone, 1, one_round, run_dir, stop_after_epoch)
 
@@ -183,7 +187,7 @@ def train_rounds(config: RunConfig, source, backbone, pseudolabels, run_dir: Pat
         budget = grip_budget(round_, n_unlabelled, n_classes, config.rounds)
         index, targets, entry = pseudolabels(config, source, probs, budget)
         backbone.reset_prompts()
-        return entry | {"round": round_, "per_class": budget, "loss": fit(backbone, source, config, index, targets, round_)}
+        return entry | {"round": round_, "per_class": budget} | fit(backbone, source, config, index, targets, round_)
 
     return train_in_rounds(config, source, backbone, config.rounds, one_round, run_dir, stop_after_round)
 

@@ -27,7 +27,7 @@ from cap.data.registry import get_dataset
 from cap.methods.checkpoints import (RunInterrupted, load_checkpoint, load_trainable_state, save_checkpoint,
                                      trainable_state)
 from cap.methods.engine import (batch_order, check_finite_losses, dpl_accuracy, epoch_generator, evaluate, flatten,
-                                initial_dpl, predict_test, sgd, zero_shot_probs)
+                                initial_dpl, predict_test, sgd, training_budget, zero_shot_probs)
 from cap.models.adapters import Adapters
 
 log = logging.getLogger(__name__)
@@ -210,8 +210,10 @@ class CapTrainer:
         """Every step of one epoch; σ and the confident draws for the next margin and refresh."""
         # Per-step results stay on the device; one transfer at the end of the epoch (no sync per step).
         steps = {"pred": [], "conf": [], "mask": [], "index": [], "loss": []}
+        images = 0  # the budget: images in the trained streams (D_PL, labelled, unlabelled) of every step
         for batch in self.epoch_batches(epoch, dpl):
             out = self.step(batch, margin)
+            images += len(batch.dpl) + len(batch.strong) + (len(batch.labelled) if batch.labelled is not None else 0)
             for key, value in (("pred", out.pseudo), ("conf", out.confidence), ("mask", out.mask),
                                ("index", batch.unlabelled_index), ("loss", out.loss)):
                 steps[key].append(value)
@@ -228,6 +230,7 @@ class CapTrainer:
             "draws": {"pred": pred.numpy(), "conf": torch.cat(steps["conf"]).cpu()[mask].numpy(), "index": index.numpy()},
             "masked_share": n_masked / n,
             "masked_accuracy": 100 * n_correct / n_masked if n_masked else None,
+            "gradient_steps": len(steps["loss"]), "images_seen": images,
         }
 
     def refresh(self, epoch: int, dpl: dict, draws: dict) -> tuple[dict, int]:
@@ -251,7 +254,10 @@ class CapTrainer:
                      "masked_share": out["masked_share"], "masked_accuracy": out["masked_accuracy"],
                      "margin_mean": float(margin.sum() / max(1, margin.numel() - len(margin))) if margin is not None else 0.0,
                      "margin_max": float(margin.max()) if margin is not None else 0.0,
-                     "margin_largest": largest_entries(margin) if margin is not None else []}
+                     "margin_largest": largest_entries(margin) if margin is not None else [],
+                     # σ = 0 gives δ = 1: the class's margin row is then the same whatever the pair
+                     "sigma_zero_share": float((out["sigma"][self.classes] == 0).mean()),
+                     "gradient_steps": out["gradient_steps"], "images_seen": out["images_seen"]}
             if epoch % config.refresh_every == 0:
                 state["dpl"], k_e = self.refresh(epoch, state["dpl"], out["draws"])
                 state["refreshes"].append({"epoch": epoch, "k": k_e} | dpl_accuracy(state["dpl"], self.source.train_labels))
@@ -273,6 +279,7 @@ class CapTrainer:
             "history": state["history"],
             "refreshes": state["refreshes"],
             "train_seconds": state["elapsed"] + time.perf_counter() - started,
+            "budget": training_budget(state["history"]),
         }
 
     def _test_log(self) -> dict:

@@ -31,6 +31,12 @@ def check_finite_losses(losses: torch.Tensor, where: str, fix: str) -> None:
                                f"stopped and records no result: {fix}, or check the data")
 
 
+def training_budget(history: list[dict]) -> dict[str, int]:
+    """What a run's training cost, summed over its history (epochs or rounds): gradient steps and
+    images seen (the images of the trained streams of every step). Zero-shot spends none."""
+    return {key: int(sum(entry.get(key, 0) for entry in history)) for key in ("gradient_steps", "images_seen")}
+
+
 def warmup_cosine(total_steps: int, warmup_steps: int):
     """LR factor per step: linear from 0 over ``warmup_steps``, then cosine down to 0 at ``total_steps``
     (the official per-iteration schedule; its WARMUP_LR is unused)."""
@@ -45,7 +51,8 @@ def warmup_cosine(total_steps: int, warmup_steps: int):
 
 
 def sgd(params, lr: float, momentum: float, weight_decay: float, total_steps: int, warmup_steps: int):
-    optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    # foreach: one multi-tensor kernel per update stage, not a Python loop over the parameters
+    optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=True)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, warmup_steps))
 
 

@@ -82,6 +82,9 @@ class SimProblem:
         return {
             "mismatched": [self.classnames[c] for c in self.mismatched],
             "confusion_pairs": [(self.classnames[a], self.classnames[b]) for a, b in self.confusion_pairs],
+            "mismatched_indices": list(self.mismatched),
+            "confusion_pair_indices": [(int(a), int(b)) for a, b in self.confusion_pairs],  # a's text drifts to b's images
+            "description_kinds": self.description_kinds.tolist(),
             "calibrated_text_noise": self.calibrated_text_noise,
             "config": asdict(self.config),
             "seed": self.seed,

@@ -16,7 +16,7 @@ from cap.sources.source import Source, paradigm_split
 
 @functools.lru_cache(maxsize=4)
 def _sim_problem(dataset: str, seed: int, sizes: tuple):
-    """One simulated problem per (preset, seed, sizes) in a process: every method and seed run on a
+    """One simulated problem per (preset, seed, sizes and other overrides) in a process: every method and seed run on a
     dataset shares it. Shared arrays: sources never modify them."""
     return make_problem(dataset, seed=seed, **dict(sizes))
 
@@ -28,7 +28,9 @@ class SimSource(Source):
 
     def __init__(self, config: RunConfig):
         sizes = tuple((k, v) for k, v in (("n_train_per_class", config.sim_train_per_class),
-                                           ("n_test_per_class", config.sim_test_per_class)) if v is not None)
+                                           ("n_test_per_class", config.sim_test_per_class),
+                                           ("confusion_strength", config.sim_confusion_strength),
+                                           ("hard_fraction", config.sim_hard_fraction)) if v is not None)
         problem = _sim_problem(config.dataset, config.sim_seed, sizes)
         self.problem = problem
         super().__init__(
@@ -60,6 +62,10 @@ class SimSource(Source):
         labels = torch.from_numpy(self.test_labels)
         for start in range(0, len(labels), batch_size):
             yield self._test[start:start + batch_size], labels[start:start + batch_size]
+
+    def ground_truth(self) -> dict:
+        """The planted structure of the simulated problem (for the records: pages compare with it)."""
+        return self.problem.ground_truth()
 
     def description_features(self, classes):
         return {c: self.problem.descriptions[c] for c in classes}

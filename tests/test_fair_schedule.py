@@ -1,0 +1,102 @@
+"""The fair-schedule rule and the training budget every record carries.
+
+Rule (cap/experiments/matrices/profiles.yml): in the sim profile every method runs its official
+schedule with every count of epochs multiplied by one factor f; iterations per epoch, rounds and
+batch sizes stay official. In the paper profile the schedules are the official ones as they are.
+"""
+
+import math
+
+import pytest
+
+from cap.config import SCALED_EPOCHS, make_config, resolve
+from cap.data.registry import get_dataset
+from cap.errors import ParameterError
+from cap.experiments.matrix import get_profile, matrix_names, plan
+from cap.experiments.records import read_current_record as load
+from cap.experiments.runs import run
+
+OFFICIAL = {"iters_per_epoch": 50, "batch_size": 32, "baseline_batch_size": 64, "warmup_epochs": 1}
+DIAGNOSTIC = "diagnostics"  # matrices named diagnostics_* change the schedule on purpose
+
+
+def scaled(f: float) -> dict:
+    return {key: max(1, math.floor(f * official + 0.5)) for key, official in SCALED_EPOCHS.items()}
+
+
+def test_scaled_schedule_by_hand():
+    config = resolve(make_config(dataset="cub", schedule_factor=0.1))
+    # 50 epochs × 0.1 = 5; 50 epochs per round × 0.1 = 5; refresh every 5 × 0.1 = 0.5 → 1 (halves up)
+    assert (config.epochs, config.baseline_epochs, config.refresh_every) == (5, 5, 1)
+    assert config.rounds == 5 and config.iters_per_epoch == 50  # CUB's official rounds; iterations untouched
+    assert resolve(config) == config  # resolving twice changes nothing
+    assert resolve(make_config(dataset="cub")).epochs == 50  # no factor: the official schedule
+    with pytest.raises(ParameterError, match="epochs cannot be set as well"):
+        resolve(make_config(dataset="cub", schedule_factor=0.1, epochs=7))
+    with pytest.raises(ParameterError, match="schedule_factor must be > 0"):
+        resolve(make_config(dataset="cub", schedule_factor=0.0))
+
+
+def test_sim_profile_runs_every_method_on_one_factor():
+    f = get_profile("sim").config["schedule_factor"]
+    seen_methods = set()
+    for name in matrix_names():
+        if name.startswith(DIAGNOSTIC):
+            continue
+        for planned in plan(name, "sim"):
+            c = planned.config
+            seen_methods.add(c.method)
+            assert c.schedule_factor == f, (name, planned.labels)
+            assert {k: getattr(c, k) for k in SCALED_EPOCHS} == scaled(f), (name, planned.labels)
+            assert {k: getattr(c, k) for k in OFFICIAL} == OFFICIAL, (name, planned.labels)
+            assert c.rounds == get_dataset(c.dataset).rounds, (name, planned.labels)
+    assert seen_methods == {"zero_shot", "fpl", "grip", "cpl", "cap"}
+
+
+def test_diagnostics_change_the_schedule_only_as_labelled():
+    """2f lengthens every method alike; fewer iterations per epoch keep the number of steps."""
+    f = get_profile("sim").config["schedule_factor"]
+    for name in matrix_names():
+        if not name.startswith(DIAGNOSTIC):
+            continue
+        for planned in plan(name, "sim"):
+            c = planned.config
+            if c.iters_per_epoch != OFFICIAL["iters_per_epoch"]:
+                assert c.epochs * c.iters_per_epoch == scaled(f)["epochs"] * OFFICIAL["iters_per_epoch"], planned.labels
+            else:
+                assert c.schedule_factor in (f, 2 * f), planned.labels
+            assert (c.batch_size, c.baseline_batch_size) == (32, 64) and c.rounds == get_dataset(c.dataset).rounds
+
+
+def test_paper_profile_is_the_official_schedule():
+    for name in matrix_names():
+        for planned in plan(name, "paper"):
+            c = planned.config
+            assert c.schedule_factor is None and (c.epochs, c.baseline_epochs, c.refresh_every) == (50, 50, 5)
+            assert c.iters_per_epoch == 50 and c.rounds == get_dataset(c.dataset).rounds
+            assert c.batch_size == (128 if planned.variant == "batch_128" else 32), planned.labels
+
+
+SMALL = dict(dataset="eurosat", sim_train_per_class=20, sim_test_per_class=4, concept_alignment=False,
+             epochs=2, iters_per_epoch=3, baseline_epochs=2, rounds=2)
+
+
+@pytest.mark.parametrize("paradigm, streams", [("ul", 2), ("ssl", 3)])
+def test_cap_budget_counts_its_steps_and_streams(tmp_path, paradigm, streams):
+    results = load(run(make_config(**SMALL, paradigm=paradigm, method="cap", batch_size=8), tmp_path))["results"]
+    # 2 epochs × 3 steps; each step trains D_PL (8), the unlabelled strong view (8) and, in SSL, the labelled (8)
+    assert results["budget"] == {"gradient_steps": 6, "images_seen": 6 * streams * 8}
+    assert [h["gradient_steps"] for h in results["history"]] == [3, 3]
+    assert all(0.0 <= h["sigma_zero_share"] <= 1.0 for h in results["history"])
+
+
+def test_baseline_budgets_count_their_steps(tmp_path):
+    # UL EuroSAT, 200 images: FPL trains on 16 per class = 160 pseudolabels → 2 steps of 64 per epoch
+    fpl = load(run(make_config(**SMALL, method="fpl"), tmp_path))["results"]
+    assert fpl["budget"] == {"gradient_steps": 2 * 2, "images_seen": 2 * 2 * 64}
+    # GRIP, 2 rounds: budgets 10 then 20 per class → 100 and 200 pseudolabels → 1 and 3 steps per epoch
+    grip = load(run(make_config(**SMALL, method="grip"), tmp_path))["results"]
+    assert [h["gradient_steps"] for h in grip["history"]] == [2 * 1, 2 * 3]
+    assert grip["budget"] == {"gradient_steps": 8, "images_seen": 8 * 64}
+    zero_shot = load(run(make_config(**SMALL, method="zero_shot"), tmp_path))["results"]
+    assert zero_shot["budget"] == {"gradient_steps": 0, "images_seen": 0}
