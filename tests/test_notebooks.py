@@ -131,3 +131,11 @@ def test_a_failing_page_leaves_a_stand_in_so_the_book_still_builds(tmp_path):
     assert "not built" in page.cells[0].source and "KeyError" in page.cells[0].source
     assert output.stat().st_mtime == 0, "make sees the stand-in as out of date and retries it"
     assert (tmp_path / "out" / "page.failed.ipynb").is_file()
+
+
+def test_run_notebook_placeholders_name_the_dataset_paradigm_and_profile():
+    from cap.experiments.notebooks import _page_context
+
+    context = _page_context({"dataset": "fgvc_aircraft", "paradigm": "trzsl", "profile": "sim"})
+    assert (context["dataset_title"], context["paradigm_title"], context["profile_title"]) == (
+        "FGVC-Aircraft", "TRZSL", "Concept simulator (CPU)")

@@ -4,8 +4,9 @@ Notebooks in ``notebooks/`` are MyST-markdown (jupytext) files with a cell tagge
 whose assignments carry type annotations (``seed: int = 0``;
 papermill reads ``Optional[int]`` but not ``int | None``). Markdown cells may use
 ``{{ name }}`` placeholders, filled from the parameters after execution (plus ``preset_title``,
-the display name of a ``preset`` parameter, and ``matrix_title`` / ``matrix_about`` of a
-``matrix`` parameter), so each executed page gets its own title.
+the display name of a ``preset`` parameter, ``matrix_title`` / ``matrix_about`` of a
+``matrix`` parameter, and ``dataset_title`` / ``paradigm_title`` / ``profile_title`` of a run
+notebook's parameters), so each executed page gets its own title.
 """
 
 from __future__ import annotations
@@ -132,6 +133,13 @@ def _page_context(context: dict) -> dict:
         from cap.data.registry import get_dataset
 
         context["preset_title"] = get_dataset(context["preset"]).title
+    if context.get("dataset") and context.get("paradigm") and context.get("profile"):  # a run notebook
+        from cap.data.registry import get_dataset
+        from cap.experiments.matrix import get_profile
+
+        context["dataset_title"] = get_dataset(context["dataset"]).title
+        context["paradigm_title"] = str(context["paradigm"]).upper()
+        context["profile_title"] = get_profile(context["profile"]).title
     if context.get("matrix"):
         from cap.experiments.matrix import load_matrix
 
