@@ -12,7 +12,7 @@ BOOK_SOURCES := $(wildcard book/*.md book/*.yml book/_static/*)
 HTML := book/_build/html/index.html
 RECORDS := $(GEN)/records
 # Result pages: one notebook each, or one template notebook per kind of page.
-PAGES := table1 table4 figure1_2 figure8_alignment figure9_calibration appendix divergences
+PAGES := claims table1 table4 figure1_2 figure8_alignment figure9_calibration appendix divergences
 ABLATION_PAGES := table2 table3
 SWEEP_PAGES := figure6_k figure7_tau figure10_margin_scale figure11_unlabelled_fraction
 PAGE_NOTEBOOKS := $(foreach p,$(PAGES) $(ABLATION_PAGES) $(SWEEP_PAGES),$(GEN)/pages/$(p).ipynb)

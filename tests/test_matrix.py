@@ -15,7 +15,8 @@ BASE = {"title": "t", "datasets": ["eurosat"], "paradigms": ["ul"], "methods": [
 def test_every_matrix_file_loads_and_plans():
     assert {"table1", "table2", "table3", "table4", "figure1_2", "figure6_k", "figure7_tau", "figure8_alignment",
             "figure9_calibration", "figure10_margin_scale", "figure11_unlabelled_fraction", "appendix",
-            "divergences"} == set(matrix_names())
+            "divergences", "diagnostics_schedule", "diagnostics_cap", "diagnostics_ambiguity",
+            "diagnostics_zero_shot"} == set(matrix_names())
     for name in matrix_names():
         for profile in ("sim", "paper"):
             runs = plan(name, profile)

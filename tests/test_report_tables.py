@@ -50,7 +50,7 @@ def test_wide_table_bolds_the_best_of_each_column_and_links_each_seed(tmp_path):
     assert html.count("<strong>") == 2 and "<strong>50.0</strong>" in html and "<strong>60.0</strong>" in html
     assert '<a href="../../_generated/runs/sim/dtd-ul.html#run-cap1">1</a>' in html, "a run page where there is one"
     assert '<a href="../../records/sim/run-cap2.json">2</a>' in html, "else the record itself"
-    assert "not run yet" in html and "No paper line: the paper's number is not transcribed." in html
+    assert "not run yet" in html and "No published line: CAP's table is not transcribed for that cell." in html
 
 
 def test_a_profile_without_results_is_one_line_with_the_command_and_folded_slices():

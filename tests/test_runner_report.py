@@ -62,13 +62,13 @@ def test_summarise_by_hand(tmp_path):
     # mean 42, sample std sqrt(((−2)² + 2²)/1) = 2.83; the paper's DTD zero-shot is 43.2 (verified)
     assert cell["ours"] == "42.0 ± 2.8" and cell["done"] == "2/3"
     assert cell["seeds"] == "1: 40.0, 2: 44.0, 3: stale"
-    assert cell["paper"] == 43.2 and cell["source"] == "grip_readme (verified)"
+    assert cell["paper"] == 43.2 and cell["source"] == "GRIP README (verified)"
     assert cell["difference"] == pytest.approx(-1.2)
     shown = report.cell_table(pd.DataFrame([cell]), ["dataset", "method"])
     assert shown.loc[0, "dataset"] == "DTD" and shown.loc[0, "method"] == "Zero-shot CLIP"
-    assert shown.loc[0, "ours − paper"] == "\u22121.2"
+    assert shown.loc[0, "ours − published"] == "\u22121.2"
     wide = report.wide_html(pd.DataFrame([cell]))
-    assert "<strong>42.0 ± 2.8</strong><br><small>paper 43.2, Δ \u22121.2</small>" in wide and "DTD" in wide
+    assert "<strong>42.0 ± 2.8</strong><br><small>GRIP README 43.2, Δ \u22121.2</small>" in wide and "DTD" in wide
     assert "1 records are **stale** (record version 1, this code writes" in report.commands_markdown(frame, "sim")
     assert report.missing_commands(frame, "sim") == ['make runs PROFILE=sim MATRIX=table1 DATASET=dtd PARADIGM=ul '
                                                      'METHOD=zero_shot SEEDS="3"']
@@ -84,7 +84,7 @@ def test_cells_without_runs_say_not_run_yet(tmp_path):
     t2 = report.collect("table2", "paper", tmp_path, datasets=["flowers102"], paradigms=["ul"], seeds=[1])
     cells = report.summarise(t2, ["dataset", "paradigm", "method", "variant"], reference_variant="full")
     assert cells.set_index("variant").loc["full", "paper"] == 76.80
-    assert cells.set_index("variant").loc["no_ca", "source"] == "not transcribed"
+    assert cells.set_index("variant").loc["no_ca", "source"] == "CAP paper: not transcribed"
 
 
 def test_a_failing_run_is_recorded_with_its_traceback_and_the_rest_go_on(tmp_path, monkeypatch):

@@ -155,3 +155,13 @@ def test_bad_description_settings_name_the_value():
         preset_config("eurosat", description_vague=0.3)
     with pytest.raises(ParameterError, match=r"description_shift must be \(low, high\).*\(0.8, 0.2\)"):
         preset_config("eurosat", description_shift=(0.8, 0.2))
+
+
+def test_simulated_zero_shot_is_overconfident(problems):
+    # a stated limitation (book/simulator.md): confidence well above accuracy on every preset
+    from cap.core.numeric import softmax
+
+    for name, p in problems.items():
+        probs = softmax(p.logits(p.test_features))
+        accuracy = (probs.argmax(1) == p.test_labels).mean()
+        assert probs.max(1).mean() > accuracy + 0.1, (name, probs.max(1).mean(), accuracy)

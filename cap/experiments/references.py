@@ -20,6 +20,7 @@ class ReferenceNumber:
     source: str
     cite: str
     verified: bool
+    label: str = ""  # where the number comes from, as pages name it (e.g. "GRIP README", "CAP paper")
 
 
 @cache
@@ -34,7 +35,8 @@ def reference_numbers() -> tuple[ReferenceNumber, ...]:
     out = []
     for entry in raw["entries"]:
         source = raw["sources"][entry["source"]]
-        out.append(ReferenceNumber(**entry, cite=source["cite"], verified=source["status"] == "verified"))
+        out.append(ReferenceNumber(**entry, cite=source["cite"], verified=source["status"] == "verified",
+                                   label=source["label"]))
     return tuple(out)
 
 

@@ -119,7 +119,9 @@ def summarise(runs: pd.DataFrame, by: list[str], paper: bool = True, reference_v
             ref = reference_number(row["method"], row["paradigm"], row["dataset"]) if comparable else None
             row |= {"paper": ref.value if ref else np.nan,
                     "verified": ref.verified if ref else None,
-                    "source": (ref.source + (" (verified)" if ref.verified else " (unverified)")) if ref else "not transcribed",
+                    "source_label": ref.label if ref else None,
+                    "source": (ref.label + (" (verified)" if ref.verified else " (unverified)")) if ref
+                    else "CAP paper: not transcribed",
                     "difference": row["mean"] - ref.value if ref and len(done) else np.nan}
         rows.append(row)
     return pd.DataFrame(rows)
@@ -215,7 +217,7 @@ def _wide_cell(raw: pd.Series, bold: bool, links: SiteLinks | None) -> str:
         text = "failed"
     lines = [text]
     if "paper" in raw and not is_missing(raw["paper"]):
-        paper = f"paper {number(raw['paper'])}{'' if raw['verified'] else '*'}"
+        paper = f"{escape(str(raw.get('source_label') or 'published'))} {number(raw['paper'])}{'' if raw['verified'] else '*'}"
         if not is_missing(raw["difference"]):
             paper += f", Δ {number(raw['difference'], signed=True)}"
         lines.append(f"<small>{paper}</small>")
@@ -244,9 +246,9 @@ def wide_html(cells: pd.DataFrame, rows: str = "method", columns: str = "dataset
     notes = ["Bold: the best mean of its column."]
     if "paper" in cells:
         if cells["verified"].eq(False).any():
-            notes.append("* the paper's number is an unverified transcription.")
+            notes.append("* an unverified transcription of the published number.")
         if cells["paper"].isna().any():
-            notes.append("No paper line: the paper's number is not transcribed.")
+            notes.append("No published line: CAP's table is not transcribed for that cell.")
     return wrap_table(frame.to_html(escape=False, border=0, classes="table"), " ".join(notes))
 
 
@@ -312,9 +314,9 @@ def cell_table(cells: pd.DataFrame, labels: list[str], paper: bool = True) -> pd
     shown["ours (mean ± std)"] = cells["ours"].values
     shown["per seed"] = cells["seeds"].values
     if paper:
-        shown["paper"] = [number(v, missing="not transcribed") for v in cells["paper"]]
-        shown["paper's source"] = cells["source"].values
-        shown["ours − paper"] = [number(v, signed=True, missing="no paper number" if is_missing(p) else NOT_RUN)
+        shown["published"] = [number(v, missing="not transcribed") for v in cells["paper"]]
+        shown["source"] = cells["source"].values
+        shown["ours − published"] = [number(v, signed=True, missing="no published number" if is_missing(p) else NOT_RUN)
                                  for v, p in zip(cells["difference"], cells["paper"])]
     return shown.reset_index(drop=True)
 
