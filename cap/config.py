@@ -61,8 +61,15 @@ class RunConfig:
     concept_alignment: bool = True
     cluster_seed: int = 42  # K-means seed of mismatch detection and description choice (official notebook: 42);
     # an offline step in the paper, so the same for every optimisation seed
-    mismatch_source: str = "detect"  # detect: the paper's clustering in the pipeline; official: the code's lists
-    description_choice: str = "best_of_n"  # best_of_n (paper) or first (official: one fixed description)
+    # official: the code's hard-coded mismatched classes (cap/data/registry.yml); detect: the paper's clustering
+    mismatch_source: str = "official"
+    # first: one fixed description per class, as the code has (the companion's own descriptions, first of
+    # each list); best_of_n: the paper's choice of the description closest to the class's image cluster
+    description_choice: str = "first"
+    leaderboard_order: str = "official"  # initial D_PL as the code leaves it (overflow unsorted); sorted: by confidence
+    # official: a margin prototype counts an image in several classes' D_PL once (the first class met in a
+    # seeded shuffle, as the code's shuffled loader); every_entry: once per D_PL entry
+    margin_prototypes: str = "official"
     independent_adapters: bool = True  # False: one visual adapter for pseudolabels and self-training
     trzsl_probs_over: str = "all"  # TRZSL zero-shot pseudolabels: softmax over "all" classes or "unseen" only
 
@@ -96,6 +103,8 @@ CHOICES = {
     "mismatch_source": ("detect", "official"),
     "description_choice": ("best_of_n", "first"),
     "trzsl_probs_over": ("all", "unseen"),
+    "leaderboard_order": ("official", "sorted"),
+    "margin_prototypes": ("official", "every_entry"),
 }
 
 

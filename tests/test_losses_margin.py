@@ -7,7 +7,7 @@ import torch
 
 from cap.errors import UnknownNameError
 from cap.core.losses import margin_cross_entropy, masked_margin_cross_entropy, partial_label_loss
-from cap.core.margin import class_prototypes, class_similarity, confusion_margin, largest_entries
+from cap.core.margin import class_prototypes, class_similarity, confusion_margin, first_entry_per_image, largest_entries
 
 LOGITS = torch.tensor([[2.0, 1.0, 0.0]])
 TARGET = torch.tensor([0])
@@ -107,3 +107,18 @@ def test_largest_margin_entries_skip_the_diagonal():
     margin = torch.tensor([[9.0, 1.0, 3.0], [2.0, 9.0, 0.5], [4.0, 0.0, 9.0]])
     assert largest_entries(margin, n=3) == [[2, 0, 4.0], [0, 2, 3.0], [1, 0, 2.0]]
     assert len(largest_entries(margin, n=10)) == 6, "at most the off-diagonal entries"
+
+
+def test_official_prototypes_count_each_image_once():
+    # Entries (image, class): (7, 0), (8, 0), (7, 1), (9, 1). Walked in the order 2, 0, 1, 3, image 7
+    # is met first as class 1's entry, so class 0's entry of image 7 is not counted.
+    keep = first_entry_per_image([7, 8, 7, 9], order=[2, 0, 1, 3])
+    assert keep.tolist() == [False, True, True, True]
+    assert first_entry_per_image([7, 8, 7, 9], order=[0, 1, 2, 3]).tolist() == [True, True, False, True]
+    features = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    # every entry: class 0 = mean of (1,0) and (0,1); official order above: class 0 = (0,1) alone
+    every = class_prototypes(features, labels, torch.eye(2))
+    once = class_prototypes(features[torch.as_tensor(keep)], labels[torch.as_tensor(keep)], torch.eye(2))
+    assert every[0].tolist() == pytest.approx([math.sqrt(0.5), math.sqrt(0.5)])
+    assert once[0].tolist() == pytest.approx([0.0, 1.0])

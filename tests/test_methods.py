@@ -12,6 +12,7 @@ from cap.config import make_config, resolve
 from cap.errors import ParameterError, UnknownNameError
 from cap.experiments.records import read_current_record as load
 from cap.experiments.runs import run
+from cap.core.pseudolabels import leaderboard_topk
 from cap.methods.cap import CapTrainer
 from cap.methods.engine import zero_shot_probs
 from cap.data.registry import get_dataset
@@ -86,7 +87,7 @@ def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
 
 
 def test_concept_alignment_switch(tmp_path):
-    on, source = trainer(tmp_path / "on", concept_alignment=True)
+    on, source = trainer(tmp_path / "on", concept_alignment=True, mismatch_source="detect", description_choice="best_of_n")
     off, _ = trainer(tmp_path / "off")
     dpl_on, info_on = on.initial_dpl()
     dpl_off, info_off = off.initial_dpl()
@@ -101,8 +102,8 @@ def test_concept_alignment_switch(tmp_path):
 
 
 def test_description_choice_switch(tmp_path):
-    best, source = trainer(tmp_path / "best", concept_alignment=True, description_choice="best_of_n")
-    first, _ = trainer(tmp_path / "first", concept_alignment=True, description_choice="first")
+    best, source = trainer(tmp_path / "best", concept_alignment=True, mismatch_source="detect", description_choice="best_of_n")
+    first, _ = trainer(tmp_path / "first", concept_alignment=True, mismatch_source="detect", description_choice="first")
     a = best.initial_dpl()[1]["concept_alignment"]
     b = first.initial_dpl()[1]["concept_alignment"]
     assert set(b["description_index"].values()) <= {0}
@@ -222,3 +223,35 @@ def test_cap_beats_zero_shot_and_fpl_and_balances_predictions(tmp_path):
     for c in hits:  # JSON keys are strings
         aligned = setup["concept_alignment"]["dpl"]["per_class_accuracy"][str(c)]
         assert aligned > setup["zero_shot_dpl"]["per_class_accuracy"][str(c)]
+
+
+def test_defaults_follow_the_official_code():
+    config = resolve(make_config(dataset="dtd"))
+    assert (config.mismatch_source, config.description_choice) == ("official", "first")
+    assert (config.leaderboard_order, config.margin_prototypes) == ("official", "official")
+
+
+def test_leaderboard_order_switch_keeps_the_sets(tmp_path):
+    official, _ = trainer(tmp_path / "a", leaderboard_order="official")
+    ranked, _ = trainer(tmp_path / "b", leaderboard_order="sorted")
+    a, b = official.initial_dpl()[0], ranked.initial_dpl()[0]
+    assert all(sorted(a[c]) == sorted(b[c]) for c in a)
+    # each list as leaderboard_topk leaves it in that order (the orders differ where overflow entries
+    # arrive unsorted: tests/test_pseudolabels.py; this simulated pool happens to have none)
+    probs, pool = zero_shot_probs(official.source, official.config), official.unlabelled
+    for trained, order in ((a, "official"), (b, "sorted")):
+        expected = leaderboard_topk(probs[pool], official.config.k, classes=official.classes, order=order)
+        assert trained == {c: pool[rows].tolist() for c, rows in expected.items()}
+
+
+def test_margin_prototypes_switch(tmp_path):
+    once, source = trainer(tmp_path / "a", margin_prototypes="official")
+    every, _ = trainer(tmp_path / "b", margin_prototypes="every_entry")
+    sigma = np.arange(source.n_classes) + 1
+    dpl = once.initial_dpl()[0]
+    repeated = len({i for v in dpl.values() for i in v}) < sum(len(v) for v in dpl.values())
+    assert repeated  # the zero-shot overflow puts some images in several classes
+    assert not torch.allclose(once.margin(dpl, sigma, 1), every.margin(dpl, sigma, 1))
+    assert torch.equal(once.margin(dpl, sigma, 1), once.margin(dpl, sigma, 1))  # seeded: same epoch, same margin
+    unique = {c: [i for i in v if sum(i in w for w in dpl.values()) == 1] for c, v in dpl.items()}
+    assert torch.allclose(once.margin(unique, sigma, 1), every.margin(unique, sigma, 1))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cap.errors import ParameterError
+from cap.errors import ParameterError, UnknownNameError
 from cap.core.pseudolabels import (balanced_selection, confident_leaderboard, cpl_candidates, grip_budget,
                               leaderboard_topk, refresh_dpl, dpl_size)
 
@@ -40,6 +40,10 @@ def test_leaderboard_official_overflow_appends_without_sorting():
         [0.25, 0.2, 0.3, 0.25],  # predicted 2 with 0.3 > 0.25 (weakest), but the code compares with
     ])                           # the last entry 0.4, so it overflows to classes 3 and 1 instead
     assert leaderboard_topk(probs, k=2) == {0: [1, 0], 1: [2, 4], 2: [3, 2], 3: [4, 3]}
+    # The official order keeps class 2's overflow entries as appended: image 2 (0.25) before image 3 (0.4).
+    assert leaderboard_topk(probs, k=2, order="official") == {0: [1, 0], 1: [2, 4], 2: [2, 3], 3: [4, 3]}
+    with pytest.raises(UnknownNameError, match="leaderboard order"):
+        leaderboard_topk(probs, k=2, order="random")
 
 
 def test_refresh_k_grows_until_70_percent_of_training():

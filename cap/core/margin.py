@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -55,6 +56,20 @@ def class_similarity(text: torch.Tensor, prototypes: torch.Tensor, rescale: bool
         low, high = s.min(1, keepdim=True).values, s.max(1, keepdim=True).values
         s = low + (s - low) / (high - low).clamp_min(1e-12) * (1 - low)
     return s
+
+
+def first_entry_per_image(index, order) -> np.ndarray:
+    """Which D_PL entries the official prototypes count: walking the entries in ``order`` (a
+    permutation of positions; the official code's shuffled loader), only an image's first entry.
+    ``index`` holds each entry's image; an image in several classes' D_PL counts for one class only."""
+    index, order = np.asarray(index), np.asarray(order)
+    keep = np.zeros(len(index), dtype=bool)
+    seen: set[int] = set()
+    for position in order.tolist():
+        if int(index[position]) not in seen:
+            seen.add(int(index[position]))
+            keep[position] = True
+    return keep
 
 
 def class_prototypes(features: torch.Tensor, labels: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:

@@ -13,10 +13,13 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from cap.errors import ParameterError, check_int
+from cap.errors import ParameterError, UnknownNameError, check_int
+
+LEADERBOARD_ORDERS = ("official", "sorted")
 
 
-def leaderboard_topk(probs, k: int, exclude: Iterable[int] = (), classes: Iterable[int] | None = None) -> dict[int, list[int]]:
+def leaderboard_topk(probs, k: int, exclude: Iterable[int] = (), classes: Iterable[int] | None = None,
+                     order: str = "sorted") -> dict[int, list[int]]:
     """The official per-class top-k leaderboards with overflow (FPL; CAP's initial D_PL).
 
     Images are visited in index order. An image joins the leaderboard of its predicted class if
@@ -28,8 +31,12 @@ def leaderboard_topk(probs, k: int, exclude: Iterable[int] = (), classes: Iterab
 
     As in the official code, an overflow entry is appended without re-sorting, so "the last
     entry" is not always the weakest one. Ties sort by index, higher first (the official code
-    sorts (confidence, path) tuples in reverse). Returns lists in descending confidence.
+    sorts (confidence, path) tuples in reverse). ``order="sorted"`` returns each list in descending
+    confidence; ``"official"`` returns it as the official code leaves it (overflow entries appended
+    unsorted), which decides the old entries a later refresh keeps (``refresh_dpl`` keeps a prefix).
     """
+    if order not in LEADERBOARD_ORDERS:
+        raise UnknownNameError("leaderboard order", order, LEADERBOARD_ORDERS)
     probs = np.asarray(probs, dtype=np.float64)
     check_int("k", k, 1)
     boards: dict[int, list[tuple[float, int]]] = {
@@ -54,7 +61,8 @@ def leaderboard_topk(probs, k: int, exclude: Iterable[int] = (), classes: Iterab
                     other.append((score, i))
                 elif other[-1][0] < score:
                     boards[int(j)] = sorted(other + [(score, i)], reverse=True)[:k]
-    return {c: [i for _, i in sorted(board, reverse=True)] for c, board in boards.items()}
+    arrange = (lambda board: sorted(board, reverse=True)) if order == "sorted" else list
+    return {c: [i for _, i in arrange(board)] for c, board in boards.items()}
 
 
 def dpl_size(epoch: int, k: int, unlabelled_per_class: int, epochs: int = 50, max_ratio: float = 0.8) -> int:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from cap.config import RunConfig
 from cap.core.concepts import align_concepts, choose_descriptions, cluster_centroids, find_mismatch
 from cap.core.losses import margin_cross_entropy, masked_margin_cross_entropy
-from cap.core.margin import class_prototypes, class_similarity, confusion_margin, largest_entries
+from cap.core.margin import class_prototypes, class_similarity, confusion_margin, first_entry_per_image, largest_entries
 from cap.core.pseudolabels import confident_leaderboard, dpl_size, refresh_dpl
 from cap.data.registry import get_dataset
 from cap.methods.checkpoints import (RunInterrupted, load_checkpoint, load_trainable_state, save_checkpoint,
@@ -112,7 +112,7 @@ class CapTrainer:
     def initial_dpl(self) -> tuple[dict, dict]:
         """Zero-shot leaderboards, then concept alignment of the mismatched classes."""
         probs = zero_shot_probs(self.source, self.config)
-        dpl = initial_dpl(probs, self.unlabelled, self.classes, self.config.k)
+        dpl = initial_dpl(probs, self.unlabelled, self.classes, self.config.k, self.config.leaderboard_order)
         info = {"zero_shot_dpl": dpl_accuracy(dpl, self.source.train_labels)}
         if self.config.concept_alignment:
             aligned = concept_alignment(self.config, self.source, probs, dpl)
@@ -122,7 +122,7 @@ class CapTrainer:
 
     # -- margin --------------------------------------------------------------------------------
     @torch.no_grad()
-    def margin(self, dpl: dict, sigma: np.ndarray) -> torch.Tensor:
+    def margin(self, dpl: dict, sigma: np.ndarray, epoch: int = 0) -> torch.Tensor:
         """M = m·Δ·δ·S from D_PL prototypes (main adapter) and last epoch's confident counts σ."""
         text = self.backbone.encode_text()
         index, label = flatten(dpl)
@@ -131,6 +131,9 @@ class CapTrainer:
             if extra:
                 index = np.concatenate([index, [i for i, _ in extra]])
                 label = np.concatenate([label, [c for _, c in extra]])
+        if self.config.margin_prototypes == "official":  # an image counts once, for the class met first
+            keep = first_entry_per_image(index, np.random.default_rng([self.config.seed, epoch, 4]).permutation(len(index)))
+            index, label = index[keep], label[keep]
         features = torch.cat([self.adapters.main(self.backbone.encode_image(self._to(batch["weak"])))
                               for batch in self.source.batches(index, 256, ("weak",), None, drop_last=False)])
         prototypes = class_prototypes(features, torch.as_tensor(label, device=self.device), text)
@@ -247,7 +250,7 @@ class CapTrainer:
         state = self._restore()
         started = last_saved = time.perf_counter()
         for epoch in range(state["epoch"] + 1, config.epochs):
-            margin = self.margin(state["dpl"], state["sigma"]) if config.margin and epoch > 0 else None
+            margin = self.margin(state["dpl"], state["sigma"], epoch) if config.margin and epoch > 0 else None
             out = self.train_epoch(epoch, state["dpl"], margin)
             state["sigma"] = out["sigma"]
             entry = {"epoch": epoch, "loss": out["loss"], "sigma": out["sigma"].tolist(),

@@ -130,12 +130,13 @@ def pseudolabel_probs(logits: np.ndarray, source, config: RunConfig) -> np.ndarr
     return softmax(logits)
 
 
-def initial_dpl(probs: np.ndarray, unlabelled, classes, k: int) -> dict[int, list[int]]:
+def initial_dpl(probs: np.ndarray, unlabelled, classes, k: int, order: str = "sorted") -> dict[int, list[int]]:
     """The initial D_PL of FPL and CAP: top-k leaderboards over the unlabelled pool, as indices into
-    the training pool (memoised: every seed and variant of a dataset starts from the same one)."""
+    the training pool, each list in ``order`` (memoised: every seed and variant of a dataset starts
+    from the same one)."""
     unlabelled = np.asarray(unlabelled)
-    ranked = memoised("leaderboard_topk", lambda: leaderboard_topk(probs[unlabelled], k, classes=classes),
-                     probs, unlabelled, np.asarray(classes), k=k)
+    ranked = memoised("leaderboard_topk", lambda: leaderboard_topk(probs[unlabelled], k, classes=classes, order=order),
+                     probs, unlabelled, np.asarray(classes), k=k, order=order)
     return {c: unlabelled[rows].tolist() for c, rows in ranked.items()}
 
 
