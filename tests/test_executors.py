@@ -12,14 +12,16 @@ import threading
 import time
 import tomllib
 from collections import Counter
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import yaml
 
-from cap.config import as_dict
+from cap.config import RunConfig, as_dict
 from cap.errors import ParameterError
-from cap.experiments.executors import ExecutorError, alive, read_marker, slurm_options, slurm_queue
+from cap.experiments.executors import (ExecutorError, alive, read_marker, slurm_options, slurm_queue,
+                                       write_marker)
 from cap.experiments.locks import RunLock, lock_holder
 from cap.experiments.progress import appendix_minutes, bar, format_progress, gpu_hours, progress_rows, watch
 from cap.experiments.records import read_current_record, record_status, write_record
@@ -28,8 +30,10 @@ from cap.experiments.runs import run as run_config
 from cap.methods.checkpoints import RunInterrupted
 from slurm_cluster import local_slurm, missing_programs
 
-# Small pools and schedules, whatever the sim profile's own are.
-TINY = {"sim_train_per_class": 16, "sim_test_per_class": 8, "baseline_epochs": 1, "rounds": 2, "epochs": 2,
+# Small pools and schedules, whatever the sim profile's own are (a profile that scales its schedules
+# by one factor has it dropped, since these set the epochs outright).
+UNSCALED = {"schedule_factor": None} if "schedule_factor" in {f.name for f in fields(RunConfig)} else {}
+TINY = UNSCALED | {"sim_train_per_class": 16, "sim_test_per_class": 8, "baseline_epochs": 1, "rounds": 2, "epochs": 2,
         "iters_per_epoch": 5}
 SLICE = dict(matrices=["table1"], datasets=["eurosat"], paradigms=["ul"], methods=["zero_shot", "fpl", "grip", "cap"],
              seeds=[1])
@@ -137,27 +141,31 @@ def test_progress_table_by_hand(tmp_path, reference):
     done, failing, running, missing = runs
     (tmp_path / f"run-{done.key}.json").write_text(json.dumps(reference[done.key]))
     write_record(tmp_path, "failed", as_dict(failing.config), {"status": "failed", "error": "RuntimeError: boom"})
+    write_marker(missing.key, tmp_path, {"executor": "slurm", "job_id": "999999", "stderr": "/logs/999999_0_log.err"})
     with RunLock(running.key, tmp_path):
         rows, failures = progress_rows(runs, tmp_path)
         text, total = format_progress(runs, tmp_path)
     assert rows[0] | {"progress": None} == {"matrix": "table1", "dataset": "eurosat", "paradigm": "ul", "done": 1,
                                           "running": 1, "queued": 0, "failed": 1, "to run": 1, "progress": None}
     assert total["progress"] == "█████░░░░░░░░░░░░░░░  25%"  # 1 of 4: 5 of 20 cells
-    assert failures == [{"run": f"table1: eurosat ul fpl seed 1", "key": failing.key, "error": "RuntimeError: boom",
-                         "record": str(tmp_path / f"failed-{failing.key}.json"), "log": None}]
-    assert f"failed: table1: eurosat ul fpl seed 1 ({failing.key}): RuntimeError: boom" in text
+    assert failures == [{"run": "table1: eurosat ul fpl seed 1", "key": failing.key, "error": "RuntimeError: boom",
+                         "record": str(tmp_path / f"failed-{failing.key}.json"), "log": None},
+                        {"run": "table1: eurosat ul cap seed 1", "key": missing.key,
+                         "error": "its job ended without a record", "record": None, "log": "/logs/999999_0_log.err"}]
+    assert f"failed: table1: eurosat ul fpl seed 1 ({failing.key}): RuntimeError: boom\n    record " in text
+    assert "its job ended without a record\n    job log /logs/999999_0_log.err" in text
     assert bar(2, 3, width=6) == "████░░  67%" and bar(0, 0, width=4) == "████ 100%"
     assert watch([done], tmp_path, every_s=0, show=lambda text: None)["done"] == 1
 
 
 def test_gpu_hours_from_the_appendix_and_from_measured_times(tmp_path):
-    paper_schedule = {"epochs": 50, "iters_per_epoch": 50, "baseline_epochs": 50, "rounds": 10}
+    paper_schedule = UNSCALED | {"epochs": 50, "iters_per_epoch": 50, "baseline_epochs": 50, "rounds": 10}
     runs = select("sim", ["table1"], ["eurosat"], ["ul"], ["fpl", "grip", "cap"], [1, 2], overrides=paper_schedule)
     cap1, _, fpl1, _, grip1, _ = sorted(runs, key=lambda r: (r.config.method, r.config.seed))
     # Appendix D.2 (EuroSAT): CAP 29 min, GRIP 102 min (10 rounds, so FPL's one round is 10.2 min)
     assert [appendix_minutes(r) for r in (fpl1, grip1, cap1)] == pytest.approx([10.2, 102.0, 29.0])
     short = select("sim", ["table1"], ["eurosat"], ["ul"], ["cap", "grip"], [1],
-                   overrides={"epochs": 10, "iters_per_epoch": 10, "baseline_epochs": 5, "rounds": 3})
+                   overrides=UNSCALED | {"epochs": 10, "iters_per_epoch": 10, "baseline_epochs": 5, "rounds": 3})
     # CAP 29 × 100/2500 steps = 1.16; GRIP 102 × 3/10 rounds × 5/50 epochs = 3.06
     assert sorted(appendix_minutes(r) for r in short) == pytest.approx([1.16, 3.06])
     row = gpu_hours("table1", runs, tmp_path)
@@ -175,7 +183,7 @@ def test_gpu_hours_from_the_appendix_and_from_measured_times(tmp_path):
 def runs_command(records: Path, notebooks: Path, methods, seeds, overrides) -> list[str]:
     return [sys.executable, "-m", "cap", "runs", "--matrix", "table1", "--dataset", "eurosat", "--paradigm", "ul",
             "--method", *methods, "--seeds", *map(str, seeds), "--records", str(records), "--notebooks",
-            str(notebooks), "--set", *[f"{k}={v}" for k, v in overrides.items()]]
+            str(notebooks), "--set", *[f"{k}={json.dumps(v)}" for k, v in overrides.items()]]
 
 
 def descendants(pid: int) -> set[int]:

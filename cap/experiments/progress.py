@@ -36,12 +36,13 @@ def progress_rows(runs, records_dir: str | Path) -> tuple[list[dict], list[dict]
     for run in runs:
         c, status = run.config, statuses[run.key]
         groups.setdefault((run.matrix, c.dataset, c.paradigm), Counter())[_shown(status.state)] += 1
-        if status.state == "failed":
-            marker = read_marker(run.key, records_dir) or {}
+        marker = read_marker(run.key, records_dir) if status.state in ("failed", "missing", "stale") else None
+        if status.state == "failed" or marker:  # a job that ended without a record failed too
+            failed = status.state == "failed"
             failures.append({"run": f"{run.matrix}: {c.dataset} {c.paradigm} {c.method} seed {c.seed}",
-                             "key": run.key, "error": status.detail,
-                             "record": str(Path(records_dir) / f"failed-{run.key}.json"),
-                             "log": marker.get("stderr")})
+                             "key": run.key, "error": status.detail if failed else "its job ended without a record",
+                             "record": str(Path(records_dir) / f"failed-{run.key}.json") if failed else None,
+                             "log": (marker or {}).get("stderr")})
     rows = [{"matrix": m, "dataset": d, "paradigm": p, **{s: n[s] for s in STATES}} for (m, d, p), n in groups.items()]
     total = Counter()
     for row in rows:
@@ -59,8 +60,8 @@ def format_progress(runs, records_dir: str | Path) -> tuple[str, dict]:
     rows, failures = progress_rows(runs, records_dir)
     lines = [pd.DataFrame(rows).to_string(index=False)]
     for failure in failures:
-        lines.append(f"failed: {failure['run']} ({failure['key']}): {failure['error']}\n"
-                     f"    record {failure['record']}" + (f"\n    job log {failure['log']}" if failure["log"] else ""))
+        files = [f"    {name} {failure[key]}" for name, key in (("record", "record"), ("job log", "log")) if failure[key]]
+        lines.append("\n".join([f"failed: {failure['run']} ({failure['key']}): {failure['error']}", *files]))
     return "\n".join(lines), rows[-1]
 
 

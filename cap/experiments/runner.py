@@ -164,7 +164,13 @@ def run_matrices(profile: str = "sim", matrices=None, datasets=None, paradigms=N
         _run_here(selection, runs, pending, records_dir, notebooks_dir, force, workers)
     else:
         target = make_executor(executor, notebooks_dir / "jobs", gpus, slurm)
-        _submit_and_follow(target, selection, runs, pending, records_dir, notebooks_dir, force, detach)
+        try:
+            _submit_and_follow(target, selection, runs, pending, records_dir, notebooks_dir, force, detach)
+        except KeyboardInterrupt:
+            if target.name != "slurm":
+                raise  # local jobs end with this runner
+            log.warning("stopped following the Slurm jobs; they stay queued: `python -m cap runs --watch ...` "
+                        "follows them, and `make runs` again submits whatever ended without a record")
     states = live_statuses([run.key for run in runs], records_dir)
     return dict(Counter(status.state for status in states.values()))
 
@@ -247,14 +253,17 @@ def _submit(target, batch: list[tuple[PlannedRun, bool]], slots, make_job, recor
     return submitted
 
 
-def _outcome(key: str, records_dir: Path, since: float) -> str:
-    """What a finished job left: done, failed (a failure record of this attempt), running (another
-    process holds the run) or lost (nothing: cancelled or killed before it could write)."""
+def _outcome(key: str, records_dir: Path, sub: _Submitted) -> str:
+    """What a finished job left: done, failed (a failure record of this attempt, or the job raised:
+    its log has the error), running (another process holds the run) or lost (the job was cancelled
+    or killed before it could finish: no result from submitit)."""
     status = live_statuses([key], records_dir)[key]
     if status.state in ("done", "running", "queued"):
         return status.state
     failed = records_dir / f"failed-{key}.json"
-    return "failed" if failed.is_file() and failed.stat().st_mtime >= since - 1 else "lost"
+    if failed.is_file() and failed.stat().st_mtime >= sub.since - 1:
+        return "failed"
+    return "failed" if sub.job.paths.result_pickle.exists() else "lost"
 
 
 def _submit_and_follow(target, selection: Selection, runs, pending, records_dir: Path, notebooks_dir: Path,
@@ -273,7 +282,7 @@ def _submit_and_follow(target, selection: Selection, runs, pending, records_dir:
             queue = slurm_queue() if target.name == "slurm" and active else None
             for key in [k for k, s in active.items() if _finished(target, s.job, queue)]:
                 sub = active.pop(key)
-                outcome = _outcome(key, records_dir, sub.since)
+                outcome = _outcome(key, records_dir, sub)
                 if outcome == "lost" and resubmits[key] < MAX_RESUBMITS:
                     resubmits[key] += 1
                     log.warning("job %s of run %s ended without a record: submitting it again", sub.job.job_id, key)
