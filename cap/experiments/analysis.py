@@ -674,3 +674,21 @@ def confidence_and_accuracy(runs: pd.DataFrame) -> pd.DataFrame:
                      "accuracy": 100 * float(correct.mean()),
                      "ece": metrics.expected_calibration_error(test["confidence"], correct)})
     return pd.DataFrame(rows, columns=["dataset", "paradigm", "variant", "seed", "confidence", "accuracy", "ece"])
+
+
+def halving_cost(runs: pd.DataFrame) -> pd.Series:
+    """Per dataset: mean accuracy on half of the unlabelled pool minus on all of it (Figure 11's
+    runs, or the same sweep on a larger simulated pool), paired by seed."""
+    units = paired_units(runs, {"sweep": 0.5}, {"sweep": 1.0})
+    return units.set_index("dataset")["effect"] if len(units) else pd.Series(dtype=float)
+
+
+def schedule_ratios(runs: pd.DataFrame, dataset: str = "eurosat") -> dict:
+    """CAP's images seen against GRIP's and CPL's: in the simulator's records (UL, mean over seeds)
+    and for the official schedules on the real dataset's pool (:func:`official_budget`)."""
+    budgets = budget_table(runs[(runs["paradigm"] == "ul") & (runs["dataset"] == dataset)])
+    images = budgets.set_index("method")["images_seen"] if len(budgets) else pd.Series(dtype=float)
+    real = {m: official_budget(m, dataset)["images_seen"] for m in ("cap", "grip", "cpl")}
+    return {"sim_grip_over_cap": float(images.get("grip", np.nan) / images.get("cap", np.nan)),
+            "sim_cpl_over_cap": float(images.get("cpl", np.nan) / images.get("cap", np.nan)),
+            "real_grip_over_cap": real["grip"] / real["cap"], "real_per_class": get_dataset(dataset).train_per_class}
