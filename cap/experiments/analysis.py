@@ -670,10 +670,10 @@ def confidence_and_accuracy(runs: pd.DataFrame) -> pd.DataFrame:
         test = record["results"]["metrics"]["test_predictions"]
         correct = np.asarray(test["label"]) == np.asarray(test["pred"])
         rows.append({"dataset": labels["dataset"], "paradigm": labels["paradigm"], "variant": labels["variant"],
-                     "seed": labels["seed"], "confidence": 100 * float(np.mean(test["confidence"])),
+                     "sweep": labels["sweep"], "seed": labels["seed"], "confidence": 100 * float(np.mean(test["confidence"])),
                      "accuracy": 100 * float(correct.mean()),
                      "ece": metrics.expected_calibration_error(test["confidence"], correct)})
-    return pd.DataFrame(rows, columns=["dataset", "paradigm", "variant", "seed", "confidence", "accuracy", "ece"])
+    return pd.DataFrame(rows, columns=["dataset", "paradigm", "variant", "sweep", "seed", "confidence", "accuracy", "ece"])
 
 
 def halving_cost(runs: pd.DataFrame) -> pd.Series:
