@@ -167,7 +167,8 @@ def test_prompts_enter_exactly_the_layers_below_depth(model, tokenizer, images, 
         torch.testing.assert_close(text_in[0][:, 1:1 + n], shallow_text.expand(3, -1, -1))
         torch.testing.assert_close(vision_in[0][:, -n:], model.visual.ln_pre(p.proj(p.ctx)).expand(4, -1, -1))
         for k in range(1, LAYERS):
-            text = text_blocks[k - 1](text_in[k - 1], attn_mask=model.attn_mask)
+            positions = text_in[k - 1].shape[1]  # the prompts' text length: the causal mask's first rows
+            text = text_blocks[k - 1](text_in[k - 1], attn_mask=model.attn_mask[:positions, :positions])
             vision = vision_blocks[k - 1](vision_in[k - 1])
             if k < depth:
                 text[:, 1:1 + n] = p.deep_text[k - 1]

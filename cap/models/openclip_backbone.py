@@ -130,16 +130,24 @@ class OpenClipBackbone(Backbone):
         return images.to(self.device, dtype=self.clip.visual.conv1.weight.dtype, non_blocking=True)
 
     # ----------------------------------------------------------------- prompted forwards
-    def _text_features(self, embeds: torch.Tensor, deep: list[torch.Tensor]) -> torch.Tensor:
-        """Text transformer over prompt embeddings (C, L, width); ``deep[k-1]`` replaces the context at layer k."""
+    def _text_features(self, embeds: torch.Tensor, deep: list[torch.Tensor], full_length: bool = False) -> torch.Tensor:
+        """Text transformer over prompt embeddings (C, L, width); ``deep[k-1]`` replaces the context at layer k.
+
+        The text transformer is causal, so the feature pooled at a prompt's end token depends only
+        on the positions up to it: the blocks run on the first ``prompts.text_length`` positions
+        (the longest prompt's end token + 1, e.g. 13 of 77 for EuroSAT's prompts), which gives the
+        full-length features up to float summation order at a fraction of the cost.
+        ``full_length=True`` runs every position, as CLIP and the official code do."""
         clip, n_ctx = self.clip, self.prompts.n_ctx
+        length = embeds.shape[1] if full_length else self.prompts.text_length
         dtype = clip.transformer.get_cast_dtype()
-        x = embeds.to(dtype) + clip.positional_embedding.to(dtype)
+        x = embeds[:, :length].to(dtype) + clip.positional_embedding[:length].to(dtype)
+        mask = clip.attn_mask[:length, :length]
         for layer, block in enumerate(clip.transformer.resblocks):
             if 1 <= layer <= len(deep):
                 ctx = deep[layer - 1].to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
                 x = torch.cat([x[:, :1], ctx, x[:, 1 + n_ctx:]], dim=1)
-            x = block(x, attn_mask=clip.attn_mask)
+            x = block(x, attn_mask=mask)
         x = clip.ln_final(x)
         x = x[torch.arange(x.shape[0], device=x.device), self.prompts.eot]
         return _project(x, clip.text_projection)

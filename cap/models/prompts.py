@@ -57,6 +57,12 @@ class PromptLayout:
         """(C,) position of each prompt's end-of-text token: where CLIP pools the text feature."""
         return self.tokens.argmax(dim=-1)
 
+    @property
+    def text_length(self) -> int:
+        """Positions up to the last end token (the longest prompt's end + 1): all that the causal
+        text transformer needs to compute every prompt's pooled feature."""
+        return int(self.eot.max()) + 1
+
 
 def build_layout(tokenizer: Tokenizer, classnames: Sequence[str], n_ctx: int, ctx_init: str) -> PromptLayout:
     """Place ``n_ctx`` learnable tokens before the remaining words of ``ctx_init`` and the class name.
@@ -95,6 +101,7 @@ class _ContextPrompts(nn.Module):
         self.register_buffer("token_prefix", embeds[:, :1], persistent=False)
         self.register_buffer("token_suffix", embeds[:, 1 + self.n_ctx:], persistent=False)
         self.register_buffer("eot", layout.eot.to(weight.device), persistent=False)
+        self.text_length = layout.text_length
         self.register_buffer("ctx_init", init, persistent=False)
         self.ctx = nn.Parameter(torch.empty(self.n_ctx, weight.shape[1], device=weight.device))
 
