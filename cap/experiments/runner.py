@@ -254,16 +254,14 @@ def _submit(target, batch: list[tuple[PlannedRun, bool]], slots, make_job, recor
 
 
 def _outcome(key: str, records_dir: Path, sub: _Submitted) -> str:
-    """What a finished job left: done, failed (a failure record of this attempt, or the job raised:
-    its log has the error), running (another process holds the run) or lost (the job was cancelled
-    or killed before it could finish: no result from submitit)."""
+    """What a finished job left: done, failed (its run wrote a failure record), running (another
+    process holds the run) or lost (cancelled, killed, or it failed before its run could say why:
+    its log has the error). A lost run is submitted again, a failed one is not."""
     status = live_statuses([key], records_dir)[key]
     if status.state in ("done", "running", "queued"):
         return status.state
     failed = records_dir / f"failed-{key}.json"
-    if failed.is_file() and failed.stat().st_mtime >= sub.since - 1:
-        return "failed"
-    return "failed" if sub.job.paths.result_pickle.exists() else "lost"
+    return "failed" if failed.is_file() and failed.stat().st_mtime >= sub.since - 1 else "lost"
 
 
 def _submit_and_follow(target, selection: Selection, runs, pending, records_dir: Path, notebooks_dir: Path,
