@@ -57,6 +57,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -96,6 +97,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--official-python", default=sys.executable, help="interpreter of the official side")
     parser.add_argument("--project-python", default=sys.executable, help="interpreter of the project side")
     parser.add_argument("--project-root", type=Path, default=ROOT, help="with --side project: checkout to import cap from")
+    parser.add_argument("--official-max-classes", type=int, default=0,
+                        help="time the official step only up to this many classes (0: no limit) and extrapolate it, "
+                             "linear in the class count, to the larger ones (its memory grows with the classes)")
+    parser.add_argument("--also-precision", default=None, choices=("fp32", "fp16", "amp"),
+                        help="also measure the project in this precision (a column of its own), e.g. amp: "
+                             "bf16 autocast on a CPU that has bf16 instructions")
     parser.add_argument("--before-root", type=Path, default=None,
                         help="also measure the project from this checkout (a 'before' column)")
     args = parser.parse_args(argv)
@@ -353,17 +360,19 @@ def measure_one(args: argparse.Namespace) -> dict:
             result = (official_step if args.side == "official" else project_step)(args)
     return result | {"side": args.side, "task": args.task, "device": args.device, "threads": torch.get_num_threads(),
                      "torch": torch.__version__, "load_1min": [load_start, os.getloadavg()[0]],
+                     "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
                      "precision": args.official_precision if args.side == "official" else args.project_precision}
 
 
 # ----------------------------------------------------------------------------------- both, interleaved
-def child_command(args: argparse.Namespace, side: str, task: str, classes: int, root: Path) -> list[str]:
+def child_command(args: argparse.Namespace, side: str, task: str, classes: int, root: Path,
+                  precision: str) -> list[str]:
     python = args.official_python if side == "official" else args.project_python
     return [python, str(Path(__file__).resolve()), "--side", side, "--task", task, "--classes", str(classes),
             "--official", str(args.official), "--steps", str(args.steps), "--warmup", str(args.warmup),
             "--batch", str(args.batch), "--images", str(args.images), "--extract-batch", str(args.extract_batch),
             "--workers", str(args.workers), "--device", args.device, "--weights", str(args.weights),
-            "--official-precision", args.official_precision, "--project-precision", args.project_precision,
+            "--official-precision", args.official_precision, "--project-precision", precision,
             "--project-root", str(root)]
 
 
@@ -375,25 +384,34 @@ def run_child(command: list[str]) -> dict:
     return json.loads(lines[-1])
 
 
-def columns(args: argparse.Namespace) -> list[tuple[str, str, Path]]:
-    """(column name, side, project checkout)."""
-    out = [("official", "official", ROOT)]
+def columns(args: argparse.Namespace) -> list[tuple[str, str, Path, str]]:
+    """(column name, side, project checkout, project precision)."""
+    out = [("official", "official", ROOT, args.project_precision)]
     if args.before_root:
-        out.append(("project before", "project", args.before_root.resolve()))
-    return out + [("project", "project", ROOT)]
+        out.append(("project before", "project", args.before_root.resolve(), args.project_precision))
+    out.append(("project", "project", ROOT, args.project_precision))
+    if args.also_precision:
+        out.append((f"project {args.also_precision}", "project", ROOT, args.also_precision))
+    return out
+
+
+def skipped(args: argparse.Namespace, side: str, task: str, classes: int) -> bool:
+    return side == "official" and task == "step" and 0 < args.official_max_classes < classes
 
 
 def measure_all(args: argparse.Namespace) -> dict:
     """Every setting, every column, ``--rounds`` times, interleaved: {setting: {column: {"wall", "cpu"}}}."""
     ensure_weights(args.weights)
     settings = [(f"step, {c} classes (s/iteration)", "step", c) for c in args.classes]
-    settings.append((f"extraction, {args.images} images (images/s)", "extract", 10))
+    settings.append((f"extraction, {args.images} images (images/s)", "extract", 0))
     values: dict = {name: {} for name, _, _ in settings}
     details: list[dict] = []
     for _ in range(args.rounds):
         for name, task, classes in settings:
-            for column, side, root in columns(args):
-                result = run_child(child_command(args, side, task, classes, root))
+            for column, side, root, precision in columns(args):
+                if skipped(args, side, task, classes):
+                    continue
+                result = run_child(child_command(args, side, task, classes or 10, root, precision))
                 kind = "seconds" if task == "step" else "images_per_s"
                 cell = values[name].setdefault(column, {"wall": [], "cpu": []})
                 cell["wall"] += result[kind]
@@ -401,50 +419,71 @@ def measure_all(args: argparse.Namespace) -> dict:
                 details.append(result | {"setting": name, "column": column})
                 print(f"  {name}, {column}: wall {result[kind]}, CPU {result['cpu_' + kind]}", file=sys.stderr,
                       flush=True)
-    return {"values": values, "runs": details}
+    return {"values": values, "classes": {name: classes for name, _, classes in settings}, "runs": details}
 
 
-def speed_up(official: list[float], project: list[float], rate: bool, pick) -> float:
-    """Official time / project time (for rates: project rate / official rate) of the picked values."""
-    ratio = pick(official) / pick(project)
-    return 1 / ratio if rate else ratio
+def statistics_of(cell: dict, rate: bool) -> dict:
+    return {"best": (max if rate else min)(cell["wall"]), "median": statistics.median(cell["wall"]),
+            "cpu_median": statistics.median(cell["cpu"]), "n": len(cell["wall"])}
 
 
-def summary(values: dict) -> list[dict]:
-    """Per setting and column: best (least time, highest rate) and median; speed-ups against the official."""
-    rows = []
-    for name, by_column in values.items():
+def extrapolate(points: dict[int, dict], classes: int) -> dict | None:
+    """Least-squares line through (class count, value) of the measured official steps, at ``classes``."""
+    if len(points) < 2:
+        return None
+    xs = list(points)
+    out = {"extrapolated_from": xs}
+    for key in ("best", "median", "cpu_median"):
+        slope, intercept = statistics.linear_regression(xs, [points[x][key] for x in xs])
+        out[key] = intercept + slope * classes
+    return out
+
+
+def summary(measured: dict) -> list[dict]:
+    """Per setting and column: best (least time, highest rate), median and CPU-time median; the
+    official step where it was not run extrapolated from the class counts where it was; speed-ups."""
+    values, counts = measured["values"], measured["classes"]
+    rows = {name: {column: statistics_of(cell, "images/s" in name) for column, cell in by_column.items()}
+            for name, by_column in values.items()}
+    timed = {counts[name]: row["official"] for name, row in rows.items() if counts[name] and "official" in row}
+    for name, row in rows.items():
+        if "official" not in row and counts[name] and extrapolate(timed, counts[name]):
+            row["official"] = extrapolate(timed, counts[name])
+    out = []
+    for name, row in rows.items():
         rate = "images/s" in name
-        best = max if rate else min
-        row = {"setting": name}
-        for column, cell in by_column.items():
-            row[column] = {"best": best(cell["wall"]), "median": statistics.median(cell["wall"]),
-                           "n": len(cell["wall"]), "cpu_median": statistics.median(cell["cpu"])}
-        official = by_column["official"]
-        for column, cell in by_column.items():
-            if column != "official":
-                row[f"speed-up {column}"] = {
-                    "best": speed_up(official["wall"], cell["wall"], rate, best),
-                    "median": speed_up(official["wall"], cell["wall"], rate, statistics.median),
-                    "cpu_median": speed_up(official["cpu"], cell["cpu"], rate, statistics.median)}
-        rows.append(row)
-    return rows
+        ups = {}
+        for column in row:
+            if column != "official" and "official" in row:
+                ups[f"speed-up {column}"] = {key: (row[column][key] / row["official"][key] if rate else
+                                                   row["official"][key] / row[column][key])
+                                             for key in ("best", "median", "cpu_median")}
+        out.append({"setting": name} | row | ups)
+    return out
 
 
 def print_table(rows: list[dict], args: argparse.Namespace, load: tuple[float, float, float]) -> None:
-    names = [c for c, _, _ in columns(args)]
+    names = [c for c, _, _, _ in columns(args)]
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, device {args.device}; 1-minute load "
           f"{load[0]:.2f} before, {load[1]:.2f}-{load[2]:.2f} during the runs (start and end of each, this run's own "
           f"processes included); {args.rounds} round(s) x {args.steps} timed per cell")
     print(f"{'setting':<40}" + "".join(f"{n + ' best / median':>30}" for n in names)
-          + "".join(f"{'speed-up ' + n:>30}" for n in names[1:]))
+          + "".join(f"{'speed-up ' + n:>32}" for n in names[1:]))
     for row in rows:
-        cells = "".join(f"{row[n]['best']:>18.2f} / {row[n]['median']:<9.2f}" for n in names)
-        ups = "".join(f"{row['speed-up ' + n]['best']:>12.2f}x / {row['speed-up ' + n]['median']:.2f}x"
+        cells = "".join(f"{'-':>30}" if n not in row else
+                        f"{'*' if 'extrapolated_from' in row[n] else '':>9}{row[n]['best']:>9.2f} / {row[n]['median']:<9.2f}"
+                        for n in names)
+        ups = "".join(f"{'-':>32}" if f"speed-up {n}" not in row else
+                      f"{row['speed-up ' + n]['best']:>12.2f}x / {row['speed-up ' + n]['median']:.2f}x"
                       f" ({row['speed-up ' + n]['cpu_median']:.2f}x)" for n in names[1:])
         print(f"{row['setting']:<40}{cells}{ups}")
     print("speed-up: official time / project time, or project images/s / official images/s: best / median "
           "(in brackets: medians of process CPU time, less sensitive to other jobs on the machine)")
+    extrapolated = [r for r in rows if "extrapolated_from" in r.get("official", {})]
+    if extrapolated:
+        print(f"* official step not run at this class count (--official-max-classes {args.official_max_classes}): "
+              f"extrapolated, linear in the class count, from the official steps at "
+              f"{extrapolated[0]['official']['extrapolated_from']} classes")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -457,7 +496,7 @@ def main(argv: list[str] | None = None) -> dict:
         before = os.getloadavg()[0]
         measured = measure_all(args)
         during = [x for run in measured["runs"] for x in run["load_1min"]]
-        result = {"rows": summary(measured["values"]), "load_1min_before": before,
+        result = {"rows": summary(measured), "load_1min_before": before,
                   "load_1min_during": [min(during), max(during)], "runs": measured["runs"]}
         print_table(result["rows"], args, (before, min(during), max(during)))
     print(json.dumps(result))
