@@ -31,6 +31,41 @@ def test_leaderboard_ties_and_empty_class():
     assert leaderboard_topk(tied, k=1) == {0: [0], 1: [1]}
 
 
+def _leaderboard_as_the_official_code_walks_it(probs, k, exclude=(), classes=None, order="sorted"):
+    """Reference: the official procedure image by image, an overflow image offered to the other
+    classes one by one in decreasing probability (ties: higher class index first)."""
+    boards = {int(c): [] for c in (range(probs.shape[1]) if classes is None else classes)}
+    for i, p in enumerate(probs):
+        if i in set(exclude):
+            continue
+        pred = int(p.argmax())
+        board = boards.get(pred)
+        if board is not None and (len(board) < k or board[-1][0] < p[pred]):
+            boards[pred] = sorted(board + [(p[pred], i)], reverse=True)[:k]
+            continue
+        for score, j in sorted(((p[j], j) for j in range(len(p)) if j != pred), reverse=True):
+            other = boards.get(j)
+            if other is not None and len(other) < k:
+                other.append((score, i))
+            elif other is not None and other[-1][0] < score:
+                boards[j] = sorted(other + [(score, i)], reverse=True)[:k]
+    arrange = (lambda board: sorted(board, reverse=True)) if order == "sorted" else list
+    return {c: [i for _, i in arrange(board)] for c, board in boards.items()}
+
+
+def test_leaderboard_equals_the_image_by_image_procedure_on_random_pools():
+    rng = np.random.default_rng(0)
+    for trial in range(400):
+        n, c, k = int(rng.integers(1, 40)), int(rng.integers(1, 10)), int(rng.integers(1, 6))
+        probs = (rng.integers(0, 4, size=(n, c)).astype(float) if trial % 3 == 0  # many ties
+                 else rng.dirichlet(np.ones(c) * rng.uniform(0.1, 3), size=n))
+        exclude = rng.choice(n, size=int(rng.integers(0, n + 1)), replace=False).tolist() if trial % 4 == 0 else ()
+        classes = sorted(rng.choice(c, size=int(rng.integers(1, c + 1)), replace=False).tolist()) if trial % 5 == 0 else None
+        for order in ("sorted", "official"):
+            expected = _leaderboard_as_the_official_code_walks_it(probs, k, exclude, classes, order)
+            assert leaderboard_topk(probs, k, exclude, classes, order) == expected, (trial, order)
+
+
 def test_leaderboard_official_overflow_appends_without_sorting():
     probs = np.array([
         [0.5, 0.3, 0.2, 0.0],

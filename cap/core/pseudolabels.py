@@ -39,28 +39,39 @@ def leaderboard_topk(probs, k: int, exclude: Iterable[int] = (), classes: Iterab
         raise UnknownNameError("leaderboard order", order, LEADERBOARD_ORDERS)
     probs = np.asarray(probs, dtype=np.float64)
     check_int("k", k, 1)
+    n_columns = probs.shape[1] if probs.ndim == 2 else 0
     boards: dict[int, list[tuple[float, int]]] = {
-        int(c): [] for c in (range(probs.shape[1]) if classes is None else classes)
+        int(c): [] for c in (range(n_columns) if classes is None else classes)
     }
+    # Per column: whether it has a board, its length and its last entry's score, so an overflow
+    # image finds every board it joins in one vector comparison. Boards are independent (an image
+    # joins each at most once), so visiting them in index order gives what the official
+    # visit in decreasing probability gives.
+    has_board = np.zeros(n_columns, dtype=bool)
+    has_board[[c for c in boards if 0 <= c < n_columns]] = True
+    length = np.zeros(n_columns, dtype=np.int64)
+    last = np.full(n_columns, -np.inf)
     skip = set(int(i) for i in exclude)
     for i, p in enumerate(probs):
         if i in skip:
             continue
         pred = int(p.argmax())
         board = boards.get(pred)
-        if board is not None and len(board) < k:
-            boards[pred] = sorted(board + [(p[pred], i)], reverse=True)
-        elif board is not None and board[-1][0] < p[pred]:
+        if board is not None and (len(board) < k or board[-1][0] < p[pred]):
+            joined = [pred]
             boards[pred] = sorted(board + [(p[pred], i)], reverse=True)[:k]
         else:
-            for score, j in sorted(((p[j], j) for j in range(len(p)) if j != pred), reverse=True):
-                other = boards.get(int(j))
-                if other is None:
-                    continue
+            eligible = has_board & ((length < k) | (last < p))
+            eligible[pred] = False
+            joined = np.flatnonzero(eligible).tolist()
+            for j in joined:
+                other = boards[j]
                 if len(other) < k:
-                    other.append((score, i))
-                elif other[-1][0] < score:
-                    boards[int(j)] = sorted(other + [(score, i)], reverse=True)[:k]
+                    other.append((p[j], i))  # appended unsorted, as the official code does
+                else:
+                    boards[j] = sorted(other + [(p[j], i)], reverse=True)[:k]
+        for j in joined:
+            length[j], last[j] = len(boards[j]), boards[j][-1][0]
     arrange = (lambda board: sorted(board, reverse=True)) if order == "sorted" else list
     return {c: [i for _, i in arrange(board)] for c, board in boards.items()}
 
