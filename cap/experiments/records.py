@@ -9,6 +9,7 @@ import os
 import platform
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 
@@ -47,8 +48,9 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+@cache
 def environment() -> dict:
-    """Versions and hardware, stored with every record."""
+    """Versions and hardware, stored with every record (read once per process: package metadata is slow)."""
     versions = {}
     for package in ("cap", "numpy", "torch", "open_clip_torch", "scikit-learn"):
         try:
@@ -71,7 +73,9 @@ def write_record(directory: str | Path, kind: str, config: dict, results: dict) 
     key = config_hash(config)
     record = {"kind": kind, "version": RECORD_VERSION, "key": key, "config": config, "results": results,
               "environment": environment(), "written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    text = json.dumps(_plain(record), indent=1, allow_nan=True)
+    # No indentation: json's C encoder, several times faster than its indenting Python one on the
+    # long per-image lists of a run record (pages and the CSV are the readable views).
+    text = json.dumps(_plain(record), allow_nan=True)
     return atomic_write(directory / f"{kind}-{key}.json", lambda tmp: tmp.write_text(text))
 
 
