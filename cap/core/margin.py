@@ -62,13 +62,10 @@ def first_entry_per_image(index, order) -> np.ndarray:
     """Which D_PL entries the official prototypes count: walking the entries in ``order`` (a
     permutation of positions; the official code's shuffled loader), only an image's first entry.
     ``index`` holds each entry's image; an image in several classes' D_PL counts for one class only."""
-    index, order = np.asarray(index), np.asarray(order)
+    index, order = np.asarray(index), np.asarray(order, dtype=np.int64)
+    _, first = np.unique(index[order], return_index=True)  # each image's first place in the walk
     keep = np.zeros(len(index), dtype=bool)
-    seen: set[int] = set()
-    for position in order.tolist():
-        if int(index[position]) not in seen:
-            seen.add(int(index[position]))
-            keep[position] = True
+    keep[order[first]] = True
     return keep
 
 
