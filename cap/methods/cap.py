@@ -5,6 +5,11 @@ zero-shot leaderboards with concept-aligned replacements; every epoch a margin f
 prototypes and last epoch's confident predictions; each :meth:`CapTrainer.step` one text pass
 shared by the D_PL, labelled and unlabelled streams; D_PL refreshed every ``refresh_every``
 epochs with a growing size k_e; the final model evaluated without adapters.
+
+A run starts at :func:`cap.methods.cap_stack.train_cap`: on the open_clip backend it is
+:meth:`CapTrainer.run`; on the feature backend the steps go through
+:class:`~cap.methods.cap_stack.SeedStack` (batched over seeds; a run alone is a stack of one),
+which reuses everything here but the step.
 """
 
 from __future__ import annotations
@@ -211,15 +216,27 @@ class CapTrainer:
 
     def train_epoch(self, epoch: int, dpl: dict, margin: torch.Tensor | None) -> dict:
         """Every step of one epoch; σ and the confident draws for the next margin and refresh."""
-        # Per-step results stay on the device; one transfer at the end of the epoch (no sync per step).
-        steps = {"pred": [], "conf": [], "mask": [], "index": [], "loss": []}
-        images = 0  # the budget: images in the trained streams (D_PL, labelled, unlabelled) of every step
+        steps = self.new_epoch_log()
         for batch in self.epoch_batches(epoch, dpl):
-            out = self.step(batch, margin)
-            images += len(batch.dpl) + len(batch.strong) + (len(batch.labelled) if batch.labelled is not None else 0)
-            for key, value in (("pred", out.pseudo), ("conf", out.confidence), ("mask", out.mask),
-                               ("index", batch.unlabelled_index), ("loss", out.loss)):
-                steps[key].append(value)
+            self.log_step(steps, batch, self.step(batch, margin))
+        return self.summarise_epoch(epoch, steps)
+
+    @staticmethod
+    def new_epoch_log() -> dict:
+        # Per-step results stay on the device; one transfer at the end of the epoch (no sync per step).
+        return {"pred": [], "conf": [], "mask": [], "index": [], "loss": [], "images": 0}
+
+    @staticmethod
+    def log_step(steps: dict, batch: StepBatch, out: StepResult) -> None:
+        """Keep one step's results; the budget counts the images of the trained streams (D_PL,
+        labelled, unlabelled)."""
+        steps["images"] += len(batch.dpl) + len(batch.strong) + (len(batch.labelled) if batch.labelled is not None else 0)
+        for key, value in (("pred", out.pseudo), ("conf", out.confidence), ("mask", out.mask),
+                           ("index", batch.unlabelled_index), ("loss", out.loss)):
+            steps[key].append(value)
+
+    def summarise_epoch(self, epoch: int, steps: dict) -> dict:
+        """The epoch's mean loss, σ, confident draws and budget from its logged steps."""
         losses = torch.stack(steps["loss"])
         check_finite_losses(losses, f"CAP epoch {epoch}", f"lower lr (now {self.config.lr})")
         n = self.config.iters_per_epoch * self.config.batch_size
@@ -233,7 +250,7 @@ class CapTrainer:
             "draws": {"pred": pred.numpy(), "conf": torch.cat(steps["conf"]).cpu()[mask].numpy(), "index": index.numpy()},
             "masked_share": n_masked / n,
             "masked_accuracy": 100 * n_correct / n_masked if n_masked else None,
-            "gradient_steps": len(steps["loss"]), "images_seen": images,
+            "gradient_steps": len(steps["loss"]), "images_seen": steps["images"],
         }
 
     def refresh(self, epoch: int, dpl: dict, draws: dict) -> tuple[dict, int]:
@@ -246,42 +263,52 @@ class CapTrainer:
     def run(self, stop_after_epoch: int | None = None) -> dict:
         """Setup, then per epoch: margin, steps, refresh every ``refresh_every`` epochs, test
         logging every 10; the final model is evaluated without adapters."""
-        config = self.config
-        state = self._restore()
+        state = self.restore()
         started = last_saved = time.perf_counter()
-        for epoch in range(state["epoch"] + 1, config.epochs):
-            margin = self.margin(state["dpl"], state["sigma"], epoch) if config.margin and epoch > 0 else None
-            out = self.train_epoch(epoch, state["dpl"], margin)
-            state["sigma"] = out["sigma"]
-            entry = {"epoch": epoch, "loss": out["loss"], "sigma": out["sigma"].tolist(),
-                     "masked_share": out["masked_share"], "masked_accuracy": out["masked_accuracy"],
-                     "margin_mean": float(margin.sum() / max(1, margin.numel() - len(margin))) if margin is not None else 0.0,
-                     "margin_max": float(margin.max()) if margin is not None else 0.0,
-                     "margin_largest": largest_entries(margin) if margin is not None else [],
-                     # σ = 0 gives δ = 1: the class's margin row is then the same whatever the pair
-                     "sigma_zero_share": float((out["sigma"][self.classes] == 0).mean()),
-                     "gradient_steps": out["gradient_steps"], "images_seen": out["images_seen"]}
-            if epoch % config.refresh_every == 0:
-                state["dpl"], k_e = self.refresh(epoch, state["dpl"], out["draws"])
-                state["refreshes"].append({"epoch": epoch, "k": k_e} | dpl_accuracy(state["dpl"], self.source.train_labels))
-            if (epoch + 1) % 10 == 0 and epoch + 1 < config.epochs:  # logging only, as in the official code
-                entry["test"] = self._test_log()
-            state["history"].append(entry)
-            state["epoch"] = epoch
+        for epoch in range(state["epoch"] + 1, self.config.epochs):
+            margin = self.epoch_margin(state, epoch)
+            self.end_epoch(state, epoch, self.train_epoch(epoch, state["dpl"], margin), margin)
             stopping = stop_after_epoch is not None and epoch == stop_after_epoch
             if stopping or time.perf_counter() - last_saved >= CHECKPOINT_SECONDS:
-                self._save(state, state["elapsed"] + time.perf_counter() - started)
+                self.save(state, state["elapsed"] + time.perf_counter() - started)
                 last_saved = time.perf_counter()
             if stopping:
                 raise RunInterrupted(f"stopped after epoch {epoch} as asked")
+        return self.results(state, state["elapsed"] + time.perf_counter() - started)
 
+    def epoch_margin(self, state: dict, epoch: int) -> torch.Tensor | None:
+        """The margin of ``epoch``: none in the first epoch (no σ yet) or when the margin is off."""
+        return self.margin(state["dpl"], state["sigma"], epoch) if self.config.margin and epoch > 0 else None
+
+    def end_epoch(self, state: dict, epoch: int, out: dict, margin: torch.Tensor | None) -> None:
+        """Log the epoch ``train_epoch`` returned, refresh D_PL when due and test every 10 epochs."""
+        config = self.config
+        state["sigma"] = out["sigma"]
+        entry = {"epoch": epoch, "loss": out["loss"], "sigma": out["sigma"].tolist(),
+                 "masked_share": out["masked_share"], "masked_accuracy": out["masked_accuracy"],
+                 "margin_mean": float(margin.sum() / max(1, margin.numel() - len(margin))) if margin is not None else 0.0,
+                 "margin_max": float(margin.max()) if margin is not None else 0.0,
+                 "margin_largest": largest_entries(margin) if margin is not None else [],
+                 # σ = 0 gives δ = 1: the class's margin row is then the same whatever the pair
+                 "sigma_zero_share": float((out["sigma"][self.classes] == 0).mean()),
+                 "gradient_steps": out["gradient_steps"], "images_seen": out["images_seen"]}
+        if epoch % config.refresh_every == 0:
+            state["dpl"], k_e = self.refresh(epoch, state["dpl"], out["draws"])
+            state["refreshes"].append({"epoch": epoch, "k": k_e} | dpl_accuracy(state["dpl"], self.source.train_labels))
+        if (epoch + 1) % 10 == 0 and epoch + 1 < config.epochs:  # logging only, as in the official code
+            entry["test"] = self._test_log()
+        state["history"].append(entry)
+        state["epoch"] = epoch
+
+    def results(self, state: dict, train_seconds: float) -> dict:
+        """The run's results: the final model tested without adapters, with the run's history."""
         pred, labels, confidence = predict_test(self.backbone, self.source)
         return {
-            "metrics": evaluate(pred, labels, self.source.n_classes, config.paradigm, self.seen, confidence),
+            "metrics": evaluate(pred, labels, self.source.n_classes, self.config.paradigm, self.seen, confidence),
             "setup": state["setup"],
             "history": state["history"],
             "refreshes": state["refreshes"],
-            "train_seconds": state["elapsed"] + time.perf_counter() - started,
+            "train_seconds": train_seconds,
             "budget": training_budget(state["history"]),
         }
 
@@ -294,7 +321,7 @@ class CapTrainer:
     _OPTIMISERS = ("prompt_opt", "adapter_opt", "prompt_sched", "adapter_sched")
     _STATE = ("epoch", "dpl", "setup", "sigma", "history", "refreshes", "elapsed")
 
-    def _restore(self) -> dict:
+    def restore(self) -> dict:
         """The run's state: from the last checkpoint of a killed attempt, or freshly set up."""
         saved = load_checkpoint(self.run_dir / "checkpoint.pt", ("backbone", "adapters", *self._OPTIMISERS, *self._STATE))
         if saved is None:
@@ -308,12 +335,8 @@ class CapTrainer:
         log.info("resuming %s from epoch %d", self.run_dir, saved["epoch"] + 1)
         return {key: saved[key] for key in self._STATE} | {"sigma": np.asarray(saved["sigma"], dtype=np.int64)}
 
-    def _save(self, state: dict, elapsed: float) -> None:
+    def save(self, state: dict, elapsed: float) -> None:
+        """Checkpoint ``state`` with the trainable parameters, optimisers and schedulers."""
         save_checkpoint(self.run_dir / "checkpoint.pt", state | {
             "elapsed": elapsed, "backbone": trainable_state(self.backbone), "adapters": self.adapters.state_dict(),
             **{name: getattr(self, name).state_dict() for name in self._OPTIMISERS}})
-
-
-def train_cap(config: RunConfig, source, backbone, run_dir: Path, stop_after_epoch: int | None = None) -> dict:
-    device = next(iter(backbone.prompt_parameters())).device
-    return CapTrainer(config, source, backbone, run_dir, device).run(stop_after_epoch)
