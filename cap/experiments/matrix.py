@@ -23,7 +23,8 @@ from cap.data.registry import PARADIGMS, dataset_names, get_dataset
 from cap.errors import CapError, ParameterError, UnknownNameError
 from cap.experiments.records import config_hash
 
-MATRIX_KEYS = {"title", "about", "datasets", "paradigms", "methods", "seeds", "config", "variants", "sweep", "profiles"}
+MATRIX_KEYS = {"title", "about", "datasets", "paradigms", "methods", "seeds", "config", "variants", "sweep", "profiles",
+               "timed"}
 SCOPE_KEYS = {"datasets", "paradigms", "methods", "seeds"}
 VARIANT_KEYS = {"label", "set", "datasets", "paradigms", "profiles"}
 PROFILE_KEYS = {"title", "about", "config", "workers"}
@@ -66,6 +67,7 @@ class Matrix:
     sweep_field: str | None
     sweep_values: tuple
     profiles: dict[str, dict]  # profile name -> scope narrowing: datasets/paradigms/methods/seeds (None: all)
+    timed: bool = False  # its runs' times are results: each trains alone, never in a seed stack
 
 
 @dataclass(frozen=True)
@@ -213,8 +215,11 @@ def parse_matrix(name: str, raw: dict) -> Matrix:
             "methods": _names(f"{at} methods", scope["methods"], METHOD_NAMES) if "methods" in scope else None,
             "seeds": _seeds(f"{at} seeds", scope["seeds"]) if "seeds" in scope else None,
         }
+    timed = raw.get("timed", False)
+    if not isinstance(timed, bool):
+        raise MatrixError(f"{where}: timed must be true or false, got {timed!r}")
     return Matrix(
-        name=name, title=raw["title"], about=raw.get("about", ""),
+        name=name, title=raw["title"], about=raw.get("about", ""), timed=timed,
         datasets=_names(f"{where}, datasets", raw["datasets"], tuple(dataset_names()), _dataset),
         paradigms=_names(f"{where}, paradigms", raw["paradigms"], PARADIGMS),
         methods=_names(f"{where}, methods", raw["methods"], METHOD_NAMES),

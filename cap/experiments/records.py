@@ -38,8 +38,10 @@ DEFAULT_RECORDS = Path("book/_generated/records")
 # Version of the record layout. Readers treat a record of another version as stale (to be rerun),
 # never as a result. 3: test labels, predictions, confidences and class counts in run records;
 # cluster_seed in configs. 4: every run's training budget (gradient steps, images seen), the share
-# of σ = 0 classes per CAP epoch, the simulator's planted ground truth.
-RECORD_VERSION = 4
+# of σ = 0 classes per CAP epoch, the simulator's planted ground truth. 5: CAP on the feature
+# backend steps through the batched seed-stack model (other float rounding than the unbatched step);
+# a stacked run's record names its stack.
+RECORD_VERSION = 5
 
 
 def config_hash(config: dict) -> str:

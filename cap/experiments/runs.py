@@ -3,6 +3,9 @@
 ``run(config, out_dir)`` resolves the config, skips it when a current record exists (unless forced;
 a stale record is rerun), builds the source and its backbone, trains the method (resuming from a
 checkpoint when a previous attempt was killed) and writes ``run-<config hash>.json`` atomically.
+``run_stack(configs, out_dir)`` trains several seeds of one CAP configuration on the feature
+backend as one batched model and writes their records (bit for bit those of the runs alone, but
+for the times).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from cap.atomic import remove_stale_temporaries, writable_folder
 from cap.config import RunConfig, as_dict, resolve
 from cap.experiments.records import StaleRecordError, config_hash, read_current_record, write_record
 from cap.methods import get_method
+from cap.methods.cap import CapTrainer
+from cap.methods.cap_stack import SeedStack
 from cap.methods.checkpoints import RunInterrupted
 from cap.methods.engine import headline
 from cap.sources import make_source
@@ -29,49 +34,107 @@ log = logging.getLogger(__name__)
 def run(config: RunConfig, out_dir: str | Path, force: bool = False, stop_after_epoch: int | None = None) -> Path:
     """Run ``config`` unless its record exists; return the record's path."""
     config = resolve(config)
-    key = config_hash(as_dict(config))
+    out_dir = _records_folder(out_dir)
+    path = _existing_record(config, out_dir, force)
+    if path:
+        return path
+    run_dir = _run_dir(config, out_dir, force)
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    method = get_method(config.method)
+    try:
+        source, backbone = _inputs(config, method)
+        results = method.train(config, source, backbone, run_dir, stop_after_epoch)
+    except RunInterrupted:
+        raise
+    except Exception as err:
+        _write_failure(config, out_dir, err)
+        raise
+    return _write_results(config, source, results, out_dir, time.perf_counter() - started)
+
+
+def run_stack(configs: list[RunConfig], out_dir: str | Path, force: bool = False,
+              stop_after_epoch: int | None = None) -> list[Path]:
+    """Train the seeds ``configs`` of one CAP configuration on the feature backend as one
+    :class:`~cap.methods.cap_stack.SeedStack` and write each seed's record: bit for bit the record
+    the seed's run alone writes but for its times (its share of the stack's) and
+    ``results["stack"]`` (the stack's seeds and record keys). Every config is trained, whether or
+    not it has a record; a failure raises and writes no record (the caller runs the seeds alone,
+    so that the failure is recorded for the seed it belongs to)."""
+    configs = [resolve(config) for config in configs]
+    out_dir = _records_folder(out_dir)
+    started = time.perf_counter()
+    sources, trainers = [], []
+    for config in configs:
+        torch.manual_seed(config.seed)  # as run() seeds a run alone: the same initial adapters
+        source, backbone = _inputs(config, get_method(config.method))
+        device = next(iter(backbone.prompt_parameters())).device
+        sources.append(source)
+        trainers.append(CapTrainer(config, source, backbone, _run_dir(config, out_dir, force), device))
+    results = SeedStack(trainers).run(stop_after_epoch)
+    seconds = (time.perf_counter() - started) / len(configs)  # each seed's share of the stack's time
+    stack = {"seeds": [c.seed for c in configs], "keys": [config_hash(as_dict(c)) for c in configs]}
+    return [_write_results(config, source, result | {"stack": stack}, out_dir, seconds)
+            for config, source, result in zip(configs, sources, results)]
+
+
+def _records_folder(out_dir: str | Path) -> Path:
     out_dir = writable_folder(out_dir, "records folder", "choose another one (--out of `python -m cap run`, "
                               "--records of `python -m cap runs`) or make it writable")
     remove_stale_temporaries(out_dir)  # half-written records of killed runs
-    path = out_dir / f"run-{key}.json"
+    return out_dir
+
+
+def _existing_record(config: RunConfig, out_dir: Path, force: bool) -> Path | None:
+    """The path of ``config``'s current record, unless forced (a stale record is rerun, never reused)."""
+    path = out_dir / f"run-{config_hash(as_dict(config))}.json"
     if path.exists() and not force:
         try:
             read_current_record(path)
             log.info("record %s exists: skipped", path)
             return path
-        except StaleRecordError as err:  # an older layout (or a broken file) is rerun, never reused
+        except StaleRecordError as err:
             log.info("record %s is stale (%s): rerunning", path, err)
-    run_dir = out_dir / "checkpoints" / key
+    return None
+
+
+def _run_dir(config: RunConfig, out_dir: Path, force: bool) -> Path:
+    """The run's checkpoint folder (emptied when forced)."""
+    run_dir = out_dir / "checkpoints" / config_hash(as_dict(config))
     if force:
         shutil.rmtree(run_dir, ignore_errors=True)
-    started = time.perf_counter()
-    torch.manual_seed(config.seed)
+    return run_dir
+
+
+def _inputs(config: RunConfig, method):
+    source = make_source(config)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    method = get_method(config.method)
-    try:
-        source = make_source(config)
-        backbone = source.make_backbone(config, method.prompt, device)
-        results = method.train(config, source, backbone, run_dir, stop_after_epoch)
-    except RunInterrupted:
-        raise
-    except Exception as err:
-        write_record(out_dir, "failed", as_dict(config), {"status": "failed", "error": f"{type(err).__name__}: {err}",
-                                                          "traceback": traceback.format_exc()})
-        raise
-    results |= {
+    return source, source.make_backbone(config, method.prompt, device)
+
+
+def _write_failure(config: RunConfig, out_dir: Path, err: Exception) -> None:
+    write_record(out_dir, "failed", as_dict(config), {"status": "failed", "error": f"{type(err).__name__}: {err}",
+                                                      "traceback": traceback.format_exc()})
+
+
+def _write_results(config: RunConfig, source, results: dict, out_dir: Path, wall_seconds: float) -> Path:
+    """The run's record; its failure record of an earlier attempt and its checkpoints go."""
+    key = config_hash(as_dict(config))
+    cuda = torch.cuda.is_available()
+    results = results | {
         "status": "ok",
         "headline": headline(results["metrics"], config.paradigm),
         "classnames": source.classnames,
         "seen": list(source.split.seen),
         "ground_truth": source.ground_truth() if hasattr(source, "ground_truth") else None,  # simulator only
-        "wall_seconds": time.perf_counter() - started,
-        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+        "wall_seconds": wall_seconds,
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
         "descriptions": {"source": getattr(source, "descriptions_source", "simulator description vectors"),
                          "provenance": getattr(source, "descriptions_provenance", None)},
     }
     written = write_record(out_dir, "run", as_dict(config), results)
     (out_dir / f"failed-{key}.json").unlink(missing_ok=True)
-    shutil.rmtree(run_dir, ignore_errors=True)
+    shutil.rmtree(out_dir / "checkpoints" / key, ignore_errors=True)
     log.info("%s %s %s seed %d: %.2f (%s)", config.method, config.dataset, config.paradigm, config.seed,
              results["headline"], written)
     return written
