@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cap.errors import UnknownNameError
-from cap.core.losses import margin_cross_entropy, masked_margin_cross_entropy, partial_label_loss
+from cap.core.losses import logsumexp, margin_cross_entropy, masked_margin_cross_entropy, partial_label_loss
 from cap.core.margin import class_prototypes, class_similarity, confusion_margin, first_entry_per_image, largest_entries
 
 LOGITS = torch.tensor([[2.0, 1.0, 0.0]])
@@ -48,6 +48,20 @@ def test_partial_label_loss():
     # one candidate = cross-entropy
     assert partial_label_loss(LOGITS, torch.tensor([[1, 0, 0]])).item() == pytest.approx(
         margin_cross_entropy(LOGITS, TARGET).item())
+
+
+def test_logsumexp_leaves_out_only_terms_that_underflow():
+    # by hand: log(e^0 + e^−1 + e^−100) = log(1 + e^−1) in float32 (e^−100 is below the float32 range)
+    x = torch.tensor([[0.0, -1.0, -100.0]])
+    assert logsumexp(x, 1).item() == pytest.approx(math.log(1 + math.exp(-1)), rel=1e-7)
+    torch.manual_seed(0)
+    rows = torch.cat([torch.randn(64, 200) * 40, torch.randn(64, 200) * 40 - 69 * (torch.rand(64, 200) < 0.9)])
+    rows.requires_grad_()
+    ours = logsumexp(rows, 1)
+    reference = torch.logsumexp(rows.double(), 1)
+    torch.testing.assert_close(ours.double(), reference, rtol=1e-6, atol=1e-6)
+    (grad,) = torch.autograd.grad(ours.sum(), rows)
+    torch.testing.assert_close(grad.double(), torch.softmax(rows.double(), 1), rtol=1e-5, atol=1e-30)
 
 
 SIM = torch.tensor([[1.0, 0.5, 0.5], [0.5, 1.0, 0.5], [0.5, 0.5, 1.0]])
