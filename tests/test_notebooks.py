@@ -95,6 +95,29 @@ def test_failure_leaves_no_output_and_keeps_the_failed_notebook(tmp_path):
     assert (tmp_path / "page.failed.ipynb").exists()
 
 
+def test_a_kernel_that_dies_as_it_starts_is_started_again(tmp_path, monkeypatch, caplog):
+    import papermill
+
+    real, calls = papermill.execute_notebook, []
+
+    def first_kernel_dies(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # what jupyter_client raises when two kernels took the same ports
+            raise RuntimeError("Kernel died before replying to kernel_info")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(papermill, "execute_notebook", first_kernel_dies)
+    out = run_notebook(notebook(tmp_path, PARAMS), tmp_path / "page.ipynb", {"seed": 2})
+    assert len(calls) == 2 and "value 20" in out.read_text() and "died as it started" in caplog.text
+
+    def other_failure(*args, **kwargs):
+        raise RuntimeError("something else")
+
+    monkeypatch.setattr(papermill, "execute_notebook", other_failure)
+    with pytest.raises(RuntimeError, match="something else"):  # only a kernel's start is retried
+        run_notebook(notebook(tmp_path, PARAMS), tmp_path / "other.ipynb", {"seed": 2})
+
+
 def test_missing_notebook(tmp_path):
     with pytest.raises(NotebookError, match="does not exist"):
         run_notebook(tmp_path / "nope.md", tmp_path / "x.ipynb")

@@ -22,6 +22,12 @@ from cap.errors import CapError, ParameterError, matches_types
 
 log = logging.getLogger(__name__)
 
+# jupyter_client picks a kernel's ports before the kernel binds them, so kernels started at the same
+# moment (two notebooks at once) can collide and one dies before it answers; nothing has run then,
+# so the notebook is started again.
+KERNEL_START_FAILURES = ("Kernel died before replying to kernel_info", "Kernel didn't respond in")
+KERNEL_START_TRIES = 3
+
 class NotebookError(CapError):
     """A notebook that could not be run: bad parameters or an error inside it."""
 
@@ -105,9 +111,16 @@ def run_notebook(source: str | Path, output: str | Path, parameters: dict | None
 
     def execute(tmp: Path) -> None:
         try:
-            papermill.execute_notebook(
-                notebook, str(tmp), parameters=parameters, kernel_name="python3", progress_bar=False, cwd=str(Path.cwd())
-            )
+            for attempt in range(1, KERNEL_START_TRIES + 1):
+                try:
+                    papermill.execute_notebook(notebook, str(tmp), parameters=parameters, kernel_name="python3",
+                                               progress_bar=False, cwd=str(Path.cwd()))
+                    break
+                except RuntimeError as err:
+                    if attempt == KERNEL_START_TRIES or not any(text in str(err) for text in KERNEL_START_FAILURES):
+                        raise
+                    log.warning("the kernel of %s died as it started (%s): starting another (%d of %d)", source, err,
+                                attempt + 1, KERNEL_START_TRIES)
         except papermill.PapermillExecutionError as err:
             os.replace(tmp, failed)
             raise NotebookError(
