@@ -118,7 +118,10 @@ class SeedStack:
     def step(self, batches: list[StepBatch], margins: list[torch.Tensor | None]) -> list[StepResult]:
         """:meth:`CapTrainer.step` for every seed at once (the same streams, losses and updates)."""
         s, b = self.logit_scale, len(batches[0].dpl)
-        stacked = lambda name: torch.stack([getattr(batch, name) for batch in batches])  # noqa: E731
+        def stacked(name: str) -> torch.Tensor:  # (S, B, d); a stack of one is a view, not a copy
+            parts = [getattr(batch, name) for batch in batches]
+            return parts[0].unsqueeze(0) if len(parts) == 1 else torch.stack(parts)
+
         text = self.text_adapter(self.encode_text())
         with torch.no_grad():
             weak = self.main(self.encode_image(stacked("weak")))
