@@ -1,7 +1,8 @@
 """Several seeds of one CAP configuration on the feature backend, trained as one batched model.
 
-On fixed features a CAP step is about a hundred small operations, and launching each costs about
-as much as a fifth of the step's arithmetic. :class:`SeedStack` stacks the trainable tensors of S
+On fixed features a CAP step is about a hundred small operations; launching them is about a fifth
+of its time, the rest being arithmetic and the memory traffic of the updates, which grow with the
+seeds. :class:`SeedStack` stacks the trainable tensors of S
 runs that differ only in their seed (the feature maps and the three adapters) along a leading axis
 and runs each step once for all of them with batched products (``baddbmm``, ``bmm``): one launch
 per operation instead of S (three seeds step 1.2 to 1.4 times faster than one after the other,
@@ -118,6 +119,7 @@ class SeedStack:
     def step(self, batches: list[StepBatch], margins: list[torch.Tensor | None]) -> list[StepResult]:
         """:meth:`CapTrainer.step` for every seed at once (the same streams, losses and updates)."""
         s, b = self.logit_scale, len(batches[0].dpl)
+
         def stacked(name: str) -> torch.Tensor:  # (S, B, d); a stack of one is a view, not a copy
             parts = [getattr(batch, name) for batch in batches]
             return parts[0].unsqueeze(0) if len(parts) == 1 else torch.stack(parts)
