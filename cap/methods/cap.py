@@ -106,12 +106,18 @@ class CapTrainer:
         self.train_labels_t = torch.as_tensor(source.train_labels)
         torch.manual_seed(config.seed)
         self.adapters = Adapters(backbone.feature_dim, independent=config.independent_adapters).to(device)
-        total = config.epochs * config.iters_per_epoch
-        warmup = config.warmup_epochs * config.iters_per_epoch
-        self.prompt_opt, self.prompt_sched = sgd(backbone.prompt_parameters(), config.lr * backbone.prompt_lr_scale,
-                                                 config.momentum, config.weight_decay, total, warmup)
-        self.adapter_opt, self.adapter_sched = sgd(self.adapters.parameters(), config.lr, config.momentum,
-                                                   config.weight_decay, total, warmup)
+        self.prompt_opt, self.prompt_sched = self.optimiser(backbone.prompt_parameters(), self.prompt_lr)
+        self.adapter_opt, self.adapter_sched = self.optimiser(self.adapters.parameters(), config.lr)
+
+    @property
+    def prompt_lr(self) -> float:
+        return self.config.lr * self.backbone.prompt_lr_scale
+
+    def optimiser(self, params, lr: float):
+        """SGD with the run's momentum and weight decay under its warm-up + cosine schedule (one
+        step per iteration): the prompts' (at ``prompt_lr``) and the adapters' (at ``lr``)."""
+        c = self.config
+        return sgd(params, lr, c.momentum, c.weight_decay, c.epochs * c.iters_per_epoch, c.warmup_epochs * c.iters_per_epoch)
 
     # -- setup ---------------------------------------------------------------------------------
     def initial_dpl(self) -> tuple[dict, dict]:

@@ -30,7 +30,6 @@ from cap.core.losses import margin_cross_entropy, masked_margin_cross_entropy
 from cap.errors import ParameterError
 from cap.methods.cap import CHECKPOINT_SECONDS, CapTrainer, StepBatch, StepResult
 from cap.methods.checkpoints import RunInterrupted
-from cap.methods.engine import sgd
 from cap.models.feature_backbone import FeatureBackbone
 
 
@@ -94,11 +93,10 @@ class SeedStack:
     def _optimiser(self, kind: str, pairs):
         """The seeds' ``kind`` optimiser and scheduler, rebuilt with the same settings over the
         stacked tensors and carrying on from where the seeds' are (momentum, step count)."""
-        own_opt, own_sched = getattr(self.trainers[0], f"{kind}_opt"), getattr(self.trainers[0], f"{kind}_sched")
-        group, config = own_opt.param_groups[0], self.config
-        opt, sched = sgd([stacked for stacked, _ in pairs], group["initial_lr"], group["momentum"],
-                         group["weight_decay"], config.epochs * config.iters_per_epoch,
-                         config.warmup_epochs * config.iters_per_epoch)
+        first = self.trainers[0]
+        own_opt, own_sched = getattr(first, f"{kind}_opt"), getattr(first, f"{kind}_sched")
+        lr = first.prompt_lr if kind == "prompt" else first.config.lr
+        opt, sched = first.optimiser([stacked for stacked, _ in pairs], lr)
         for stacked, own in pairs:
             buffers = [getattr(t, f"{kind}_opt").state.get(p, {}).get("momentum_buffer") for t, p in zip(self.trainers, own)]
             if all(b is not None for b in buffers):
