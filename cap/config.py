@@ -35,6 +35,7 @@ class RunConfig:
     sim_test_per_class: int | None = None
     sim_confusion_strength: float | None = None  # planted confusion strength override (None: preset; diagnostics)
     sim_hard_fraction: float | None = None  # share of hard images override (None: preset; diagnostics)
+    sim_classes: int | None = None  # simulate only this many of the dataset's classes (None: all; diagnostics)
     sim_prompt_lr_scale: float = 0.1  # the feature backend's maps learn at this times the prompt lr (see models/features.py)
 
     # schedule (official values)
@@ -145,6 +146,15 @@ def resolve(config: RunConfig) -> RunConfig:
     check_float("momentum", config.momentum, 0.0, 1.0)
     for key in ("lr", "weight_decay", "baseline_lr", "baseline_weight_decay", "sim_prompt_lr_scale"):
         check_float(key, getattr(config, key), 0.0)
+
+    if config.sim_classes is not None:
+        check_int("sim_classes", config.sim_classes, 2)
+        if config.backend != "sim":
+            raise ParameterError(f"sim_classes={config.sim_classes} simulates a subset of the classes, which only the "
+                                 f"concept simulator can do: use backend 'sim' or leave sim_classes unset")
+        if config.sim_classes > info.n_classes:
+            raise ParameterError(f"sim_classes={config.sim_classes}, but {info.title} has {info.n_classes} classes: "
+                                 f"give at most {info.n_classes}")
 
     official = info.official_overrides  # the official code's per-dataset changes (cap/data/registry.yml)
     k = config.k if config.k is not None else int(official.get("k", 16) if config.official_flowers_k else 16)

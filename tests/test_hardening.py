@@ -83,6 +83,8 @@ BAD_RUNS = {  # --set items -> what the one error line must name
     "momentum=1.5": ["momentum must be a finite number in [0.0, 1.0]", "1.5"],
     "seed=1.5": ["--set seed=1.5", "use --seed 1.5"],
     "dataset=x": ["--set dataset=x", "use --dataset x"],
+    "sim_classes=48": ["sim_classes=48", "DTD has 47 classes", "at most 47"],
+    "sim_classes=1": ["sim_classes must be >= 2", "1"],
 }
 
 

@@ -99,6 +99,11 @@ def test_concept_alignment_switch(tmp_path):
         assert (source.train_labels[dpl_on[c]] == c).mean() > (source.train_labels[dpl_off[c]] == c).mean()
     official, _ = trainer(tmp_path / "official", concept_alignment=True, mismatch_source="official")
     assert official.initial_dpl()[1]["concept_alignment"]["mismatched"] == get_dataset(official.config.dataset).official_mismatched_indices
+    # on a subset of the classes the official list is matched by name: 4 × 20 / 47 = 1.7, so 2 of DTD's stay
+    subset, source = trainer(tmp_path / "subset", concept_alignment=True, mismatch_source="official", sim_classes=20)
+    found = subset.initial_dpl()[1]["concept_alignment"]["mismatched"]
+    assert len(found) == 2 and found == source.problem.mismatched
+    assert {source.classnames[c] for c in found} <= set(get_dataset("dtd").official_mismatched)
 
 
 def test_description_choice_switch(tmp_path):

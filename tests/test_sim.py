@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from cap.core import metrics
-from cap.data.registry import dataset_names
+from cap.data.registry import dataset_names, get_dataset
 from cap.experiments.references import reference_number
 from cap.errors import ParameterError, UnknownNameError
 from cap.sim import SimConfig, make_problem, preset_config
-from cap.sim.generator import DESCRIPTION_KINDS, descriptions
+from cap.sim.generator import DESCRIPTION_KINDS, class_subset, descriptions
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +148,38 @@ def test_bad_input_names_the_value_and_the_choices():
         preset_config("eurosat", n_test_per_class=2.5)
     with pytest.raises(ParameterError, match=r"unknown simulator parameter\(s\) \['n_images'\]"):
         make_problem("eurosat", n_images=3)
+
+
+def test_class_subset_keeps_the_mismatched_share():
+    # 3 of 10 classes mismatched; 5 classes: 3 × 5 / 10 = 1.5 rounds up to 2 mismatched (the first two),
+    # then the first other classes in class order
+    assert class_subset(10, [7, 2, 5], 5) == [0, 1, 2, 3, 5]
+    assert class_subset(10, [7, 2, 5], 10) == list(range(10)) == class_subset(10, [7, 2, 5], None)
+    assert class_subset(10, [], 3) == [0, 1, 2]
+    assert class_subset(4, [3], 2) == [0, 3]  # 1 × 2 / 4 = 0.5 rounds up: the mismatched class stays
+    assert class_subset(8, [3], 2) == [0, 1]  # 1 × 2 / 8 = 0.25 rounds down
+    assert len(class_subset(200, list(range(5)), 50)) == 50
+
+
+def test_a_problem_on_a_subset_of_classes():
+    full = get_dataset("cub")
+    p = make_problem("cub", seed=0, n_classes=50, n_train_per_class=20, n_test_per_class=10)
+    assert p.n_classes == 50 and set(p.train_labels) == set(p.test_labels) == set(range(50))
+    assert p.text_features.shape[0] == p.descriptions.shape[0] == len(p.families) == 50
+    kept = [full.classnames.index(name) for name in p.classnames]
+    assert kept == sorted(kept) and kept[:3] == [0, 1, 2]
+    # CUB has 5 of 200 mismatched: 5 × 50 / 200 = 1.25, so 1 stays, the first in class order
+    first = min(full.official_mismatched_indices)
+    assert [p.classnames[c] for c in p.mismatched] == [full.classnames[first]]
+    assert abs(p.zero_shot_accuracy("train") - full_target("cub")) < 3  # calibrated again on the subset
+    with pytest.raises(ParameterError, match="n_classes=201, but CUB-200-2011 has 200 classes"):
+        make_problem("cub", n_classes=201)
+    with pytest.raises(ParameterError, match="n_classes must be >= 2, got 1"):
+        preset_config("cub", n_classes=1)
+
+
+def full_target(preset: str) -> float:
+    return preset_config(preset).target_zero_shot
 
 
 def test_bad_description_settings_name_the_value():

@@ -154,13 +154,22 @@ def _seeds(where: str, value) -> tuple[int, ...]:
     return tuple(value)
 
 
-def _check_changes(where: str, changes: dict) -> None:
+def _check_changes(where: str, changes: dict, datasets=None) -> None:
+    """Changes that resolve on every dataset of ``datasets`` (some values depend on the dataset, e.g.
+    ``sim_classes``); on EuroSAT when none is usable (the datasets' own check names those)."""
     if not isinstance(changes, dict):
         raise MatrixError(f"{where} must be a mapping of config fields, got {changes!r}")
-    try:
-        resolve(make_config(dataset="eurosat", **{k: v for k, v in changes.items() if k != "dataset"}))
-    except CapError as err:
-        raise MatrixError(f"{where}: {err}") from err
+    known = []
+    for name in datasets if isinstance(datasets, list) else []:
+        try:
+            known.append(get_dataset(name).name)
+        except (UnknownNameError, TypeError):
+            pass
+    for dataset in known or ["eurosat"]:
+        try:
+            resolve(make_config(dataset=dataset, **{k: v for k, v in changes.items() if k != "dataset"}))
+        except CapError as err:
+            raise MatrixError(f"{where}: {err}") from err
 
 
 @cache
@@ -179,12 +188,12 @@ def parse_matrix(name: str, raw: dict) -> Matrix:
         if required not in raw:
             raise MatrixError(f"{where}: missing key {required!r}")
     config = raw.get("config", {}) or {}
-    _check_changes(f"{where}, config", config)
+    _check_changes(f"{where}, config", config, raw["datasets"])
     variants = []
     for vname, spec in (raw.get("variants") or {"default": {}}).items():
         spec = spec or {}
         _unknown_keys(f"{where}, variant {vname!r}", spec, VARIANT_KEYS)
-        _check_changes(f"{where}, variant {vname!r}", spec.get("set", {}))
+        _check_changes(f"{where}, variant {vname!r}", spec.get("set", {}), spec.get("datasets", raw["datasets"]))
         variants.append(Variant(
             vname, spec.get("label", vname), dict(spec.get("set", {})),
             _names(f"{where}, variant {vname!r} datasets", spec["datasets"], tuple(dataset_names()), _dataset)
@@ -199,7 +208,7 @@ def parse_matrix(name: str, raw: dict) -> Matrix:
             raise MatrixError(f"{where}: sweep must be {{field: NAME, values: [...]}}, got {sweep!r}")
         sweep_field, sweep_values = sweep["field"], tuple(sweep["values"])
         for value in sweep_values:
-            _check_changes(f"{where}, sweep", {sweep_field: value})
+            _check_changes(f"{where}, sweep", {sweep_field: value}, raw["datasets"])
     scopes = raw["profiles"]
     if not isinstance(scopes, dict) or not scopes:
         raise MatrixError(f"{where}: profiles must map profile names to scopes ({{}} for the whole matrix)")

@@ -371,7 +371,7 @@ def _written(key: str, records_dir: Path, since: float) -> bool:
 def _cost(run: PlannedRun) -> float:
     """Rough relative cost of a run, to start the long groups first."""
     c = run.config
-    classes = get_dataset(c.dataset).n_classes
+    classes = c.sim_classes or get_dataset(c.dataset).n_classes
     steps = {"zero_shot": 0, "fpl": c.baseline_epochs, "grip": c.baseline_epochs * c.rounds,
              "cpl": c.baseline_epochs * c.rounds}.get(c.method, c.epochs * c.iters_per_epoch * c.batch_size / 100)
     return classes * (1 + steps)

@@ -51,7 +51,8 @@ def concept_alignment(config: RunConfig, source, probs: np.ndarray, dpl: dict) -
                               np.array([local[c] for c in pred]), logit_scale=source.logit_scale, seed=config.cluster_seed)
         mismatched = [classes[i] for i in found.mismatched]
     else:
-        mismatched = [c for c in get_dataset(config.dataset).official_mismatched_indices if c in set(classes)]
+        official = set(get_dataset(config.dataset).official_mismatched)  # by name: a source may hold a subset of classes
+        mismatched = [c for c in classes if source.classnames[c] in official]
     candidates = source.description_features(mismatched)
     missing = sorted(set(mismatched) - set(candidates))
     if missing:

@@ -20,6 +20,7 @@ informative one, so concept alignment can fail.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,7 +42,21 @@ def make_problem(preset: str, seed: int = 0, **overrides) -> SimProblem:
     config = preset_config(preset, **overrides)
     check_int("seed", seed, 0)
     info = get_dataset(config.preset)
-    return generate(config, seed, list(info.classnames), info.official_mismatched_indices)
+    classes = class_subset(info.n_classes, info.official_mismatched_indices, config.n_classes)
+    position = {c: i for i, c in enumerate(classes)}
+    mismatched = [position[c] for c in info.official_mismatched_indices if c in position]
+    return generate(config, seed, [info.classnames[c] for c in classes], mismatched)
+
+
+def class_subset(n_total: int, mismatched: list[int], n: int | None) -> list[int]:
+    """The classes (indices, sorted) of a problem with ``n`` of a preset's ``n_total`` classes: the
+    mismatched classes keep their share (the first share × n of them, rounded half up), the other
+    places go to the first classes in class order. ``None``: every class."""
+    if n is None or n == n_total:
+        return list(range(n_total))
+    keep = sorted(mismatched)[:math.floor(len(mismatched) * n / n_total + 0.5)]
+    others = [c for c in range(n_total) if c not in set(mismatched)][:n - len(keep)]
+    return sorted(keep + others)
 
 
 def generate(config: SimConfig, seed: int, classnames: list[str], mismatched: list[int]) -> SimProblem:

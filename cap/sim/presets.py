@@ -20,6 +20,7 @@ class SimConfig:
     n_train_per_class: int
     n_test_per_class: int
     target_zero_shot: float | None  # percent; None: use ``text_noise`` as given
+    n_classes: int | None = None  # a subset of the preset's classes (diagnostics); None: all of them
     dim: int = 256  # CLIP ViT-B/32 has 512; 256 holds every preset's class directions (at most 200) and
     # quarters the cost of the feature backbone's maps
     family_size: int = 5
@@ -52,6 +53,8 @@ class SimConfig:
         check_int("family_size", self.family_size, 1)
         check_int("noise_rank", self.noise_rank, 1)
         check_int("n_descriptions", self.n_descriptions, 1)
+        if self.n_classes is not None:
+            check_int("n_classes", self.n_classes, 2)
         if self.target_zero_shot is not None:
             check_float("target_zero_shot", self.target_zero_shot, 0.0, 100.0)
         check_float("family_weight", self.family_weight, 0.0, 0.99)
@@ -103,4 +106,8 @@ def preset_config(preset: str, **overrides) -> SimConfig:
         n_test_per_class=info.test_per_class,
         **_sim_presets()[info.name],
     )
-    return replace(config, **overrides).validate()
+    config = replace(config, **overrides).validate()
+    if config.n_classes is not None and config.n_classes > info.n_classes:
+        raise ParameterError(f"n_classes={config.n_classes}, but {info.title} has {info.n_classes} classes: a simulated "
+                             f"problem can take a subset of a preset's classes, not more")
+    return config

@@ -30,7 +30,8 @@ class SimSource(Source):
         sizes = tuple((k, v) for k, v in (("n_train_per_class", config.sim_train_per_class),
                                            ("n_test_per_class", config.sim_test_per_class),
                                            ("confusion_strength", config.sim_confusion_strength),
-                                           ("hard_fraction", config.sim_hard_fraction)) if v is not None)
+                                           ("hard_fraction", config.sim_hard_fraction),
+                                           ("n_classes", config.sim_classes)) if v is not None)
         problem = _sim_problem(config.dataset, config.sim_seed, sizes)
         self.problem = problem
         super().__init__(
