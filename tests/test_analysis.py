@@ -45,6 +45,16 @@ def test_paired_differences_use_only_seeds_both_have():
     assert row["per_seed"] == {1: 1.0, 2: 3.0} and row["difference"] == 2.0, "seed 3 has no official run"
 
 
+def test_explain_gap_by_hand():
+    # gap −4.3: 2f leaves −1.1 (narrows 3.2 ≥ half of 4.3 = 2.15: explains); 50 classes −3.5 (narrows 0.8 > 0.5,
+    # under half: partly); no margin −4.5 (widens: no); −3.9 narrows 0.4 ≤ 0.5: no; NaN: not run
+    assert analysis.explain_gap(-4.3, {"2f": -1.1, "classes": -3.5, "margin": -4.5, "tiny": -3.9,
+                                       "absent": float("nan")}) == {
+        "2f": "explains", "classes": "partly", "margin": "no", "tiny": "no", "absent": "not run"}
+    # a small gap (−0.8): narrowing it by 0.5 is half of it but not above the noise floor
+    assert analysis.explain_gap(-0.8, {"x": -0.3, "y": 0.0}) == {"x": "no", "y": "explains"}
+
+
 def test_training_times_relative_to_cap_and_the_papers_ratio():
     records = [({"dataset": "eurosat", "method": m, "seed": s},
                 {"results": {"train_seconds": t, "wall_seconds": w, "device": "cpu"}})

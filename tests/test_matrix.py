@@ -16,7 +16,7 @@ def test_every_matrix_file_loads_and_plans():
     assert {"table1", "table2", "table3", "table4", "figure1_2", "figure6_k", "figure7_tau", "figure8_alignment",
             "figure9_calibration", "figure10_margin_scale", "figure11_unlabelled_fraction", "appendix",
             "divergences", "diagnostics_schedule", "diagnostics_cap", "diagnostics_ambiguity",
-            "diagnostics_zero_shot", "diagnostics_pool"} == set(matrix_names())
+            "diagnostics_zero_shot", "diagnostics_pool", "diagnostics_classes"} == set(matrix_names())
     for name in matrix_names():
         for profile in ("sim", "paper"):
             runs = plan(name, profile)
@@ -45,6 +45,11 @@ def test_runs_shared_by_matrices_have_the_same_key():
 
 
 def test_variants_sweeps_and_scopes():
+    classes = {(r.config.dataset, r.variant, r.config.sim_classes) for r in plan("diagnostics_classes", "sim", seeds=[1])}
+    assert classes == {("cub", "official", None), ("cub", "classes_100", 100), ("cub", "classes_50", 50),
+                       ("fgvc_aircraft", "official", None), ("fgvc_aircraft", "classes_50", 50)}
+    table1 = {r.key for r in plan("table1", "sim")}
+    assert {r.key for r in plan("diagnostics_classes", "sim") if r.variant == "official"} <= table1
     ks = {(r.config.dataset, r.config.k) for r in plan("figure6_k", "sim", seeds=[1])}
     assert ks == {(d, k) for d in ("resisc45", "dtd") for k in (4, 8, 16, 24)}
     t2 = plan("table2", "sim", datasets=["DTD"], seeds=[2])  # aliases work in filters
@@ -85,6 +90,9 @@ def test_bad_matrix_files_name_what_is_wrong():
         parse_matrix("bad", BASE | {"variants": {"x": {"set": {"epoch": 3}}}})
     with pytest.raises(MatrixError, match="variant 'x'.*'k' must be"):
         parse_matrix("bad", BASE | {"variants": {"x": {"set": {"k": "many"}}}})
+    with pytest.raises(MatrixError, match="variant 'x': sim_classes=50, but EuroSAT has 10 classes"):
+        parse_matrix("bad", BASE | {"datasets": ["cub", "eurosat"], "variants": {"x": {"set": {"sim_classes": 50}}}})
+    assert parse_matrix("good", BASE | {"variants": {"x": {"set": {"sim_classes": 50}, "datasets": ["cub"]}}})
     with pytest.raises(MatrixError, match="sweep must be"):
         parse_matrix("bad", BASE | {"sweep": {"field": "k"}})
     with pytest.raises(MatrixError, match="seeds must be a non-empty list"):

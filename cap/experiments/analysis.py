@@ -653,6 +653,25 @@ def gap_to_baselines(runs: pd.DataFrame, baselines=("fpl", "grip", "cpl"), varia
     return pd.DataFrame(rows, columns=["dataset", "paradigm", "best_baseline", "gap", "cap_std"])
 
 
+def explain_gap(gap: float, changed: dict[str, float]) -> dict[str, str]:
+    """Which diagnostics account for CAP's gap to the best baseline (``gap`` < 0, points): for each
+    diagnostic, the gap it leaves (``changed``). It *explains* the gap when it narrows it by at least
+    half and by more than the noise floor, *partly* when it narrows it by more than the noise floor
+    only, and *no* otherwise (a missing diagnostic: *not run*)."""
+    verdicts = {}
+    for name, new_gap in changed.items():
+        shift = new_gap - gap
+        if np.isnan(shift):
+            verdicts[name] = "not run"
+        elif shift > NOISE_FLOOR and shift >= -gap / 2:
+            verdicts[name] = "explains"
+        elif shift > NOISE_FLOOR:
+            verdicts[name] = "partly"
+        else:
+            verdicts[name] = "no"
+    return verdicts
+
+
 def sigma_zero_curves(runs: pd.DataFrame) -> pd.DataFrame:
     """Per CAP run and epoch, the share of pseudolabel classes with σ = 0 (no confident prediction
     that epoch): such a class gets δ = 1 and its margin row no longer depends on its counts."""
