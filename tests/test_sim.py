@@ -130,6 +130,42 @@ def test_geometry_matches_the_simulator_page(problems):
         assert 0.6 <= g["text_text_unrelated"] <= 0.8, (name, g)
         assert g["image_image_same_class"] > g["image_image_other_class"] > 0.2, (name, g)
         assert g["image_text_true_class"] > g["image_text_other_class"], (name, g)
+        assert 0.75 <= g["modality_gap"] <= 0.9, (name, g)  # CLIP: 0.82 (Liang et al. 2022)
+
+
+def test_the_offsets_cosine_is_the_modality_alignment():
+    from cap.sim.generator import Geometry
+
+    config = preset_config("dtd")
+    aligned = Geometry(np.random.default_rng(5), 10, config)
+    assert aligned.image_offset @ aligned.text_offset == pytest.approx(0.4)
+    assert np.linalg.norm(aligned.text_offset) == pytest.approx(1.0)
+    plain = Geometry(np.random.default_rng(5), 10, preset_config("dtd", modality_alignment=0.0))
+    drawn = np.random.default_rng(5).standard_normal((2, config.dim))  # the offsets are the first draw
+    np.testing.assert_allclose(plain.text_offset, drawn[1] / np.linalg.norm(drawn[1]))
+    np.testing.assert_allclose(aligned.image_offset, plain.image_offset)
+
+
+def test_aligned_offsets_leave_most_zero_shot_predictions(problems):
+    # the simulator page: 87 – 97 % of the zero-shot predictions as with orthogonal offsets
+    for name, p in problems.items():
+        plain = make_problem(name, seed=0, modality_alignment=0.0)
+        agree = (plain.zero_shot_predictions() == p.zero_shot_predictions()).mean()
+        assert 0.85 <= agree < 1.0, (name, agree)
+
+
+def test_published_clip_geometry_beside_the_simulated():
+    from cap.sim.clip_geometry import compare, published
+
+    # gap 0.90 is within 0.1 of 0.82; two images 0.30 is not within 0.1 of 0.47; two texts 0.61 is
+    # within 0.1 of 0.51; an image and its text 0.45 is outside the published range 0 – 0.4
+    rows = {r["quantity"]: r for r in compare({"modality_gap": 0.90, "image_image_all": 0.30, "text_text_all": 0.61,
+                                                "image_text_true_class": 0.45})}
+    assert [r["close"] for r in rows.values()] == [True, False, True, False]
+    assert rows["cosine of an image and its own class's text"]["CLIP, published"] == "0.0 – 0.4"
+    assert rows["distance between the mean image and the mean text"]["CLIP, published"] == "0.82"
+    assert all(entry["source"] and entry["url"].startswith("https://") and entry["verified"] in (True, False)
+               for entry in published().values())
 
 
 def test_without_target_the_given_text_noise_is_used():

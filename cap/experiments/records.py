@@ -40,8 +40,10 @@ DEFAULT_RECORDS = Path("book/_generated/records")
 # cluster_seed in configs. 4: every run's training budget (gradient steps, images seen), the share
 # of σ = 0 classes per CAP epoch, the simulator's planted ground truth. 5: CAP on the feature
 # backend steps through the batched seed-stack model (other float rounding than the unbatched step);
-# a stacked run's record names its stack.
-RECORD_VERSION = 5
+# a stacked run's record names its stack. 6: the simulator's image and text offsets share a cosine
+# of 0.4 (its modality gap is CLIP's); configs name the simulated class subset (sim_classes). A
+# record's key covers its config, not the simulator's code: a change to the simulator bumps this.
+RECORD_VERSION = 6
 
 
 def config_hash(config: dict) -> str:

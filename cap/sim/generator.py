@@ -101,6 +101,10 @@ class Geometry:
     def __init__(self, rng, n_classes: int, config: SimConfig):
         self.rng, self.n_classes, self.dim = rng, n_classes, config.dim
         self.image_offset, self.text_offset = self.directions(2)
+        a = config.modality_alignment
+        if a:  # the text offset leans toward the image offset: image–text cosines share a constant part
+            other = _unit(self.text_offset - (self.text_offset @ self.image_offset) * self.image_offset)
+            self.text_offset = a * self.image_offset + np.sqrt(1 - a**2) * other
         n_families = max(1, round(n_classes / config.family_size))
         self.families = rng.permutation(np.arange(n_classes) % n_families)
         wf = config.family_weight

@@ -30,6 +30,8 @@ class SimConfig:
     hard_fraction: float = 0.2  # share of images drawn between their class and a sibling class
     image_gap: float = 1.2  # norm of the offset all image features share (unrelated class means: cosine ≈ 0.6)
     text_gap: float = 1.5  # norm of the offset all text features share (unrelated class texts: cosine ≈ 0.7)
+    modality_alignment: float = 0.4  # cosine between the image and the text offset: sets the modality gap to about
+    # CLIP's 0.82 (Liang et al. 2022) and gives image–text cosines their shared part (0: a random, nearly orthogonal pair)
     text_noise: float = 0.5  # size of each class text's error; overwritten by calibration
     text_error_mix: float = 0.0  # share of the text error that leans toward other classes' images
     text_noise_spread: float = 0.3  # log-normal spread of the per-class text-error size
@@ -61,6 +63,7 @@ class SimConfig:
         for name in ("image_noise", "image_gap", "text_gap", "text_noise", "confusion_strength"):
             check_float(name, getattr(self, name), 0.0)
         check_float("mismatch_alignment", self.mismatch_alignment, 0.0, 1.0)
+        check_float("modality_alignment", self.modality_alignment, 0.0, 0.99)
         check_float("confusion_fraction", self.confusion_fraction, 0.0, 1.0)
         check_float("hard_fraction", self.hard_fraction, 0.0, 1.0)
         check_float("text_error_mix", self.text_error_mix, 0.0, 1.0)

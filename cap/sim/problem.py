@@ -53,9 +53,11 @@ class SimProblem:
 
     def geometry(self, max_images: int = 2000) -> dict[str, float]:
         """Mean cosines that describe the simulated geometry, to set beside CLIP's (the simulator
-        page): image–image within a class and across classes, class means (prototypes) of sibling
-        and of unrelated classes, texts of sibling and of unrelated classes, and image–text for the
-        true class and for other classes. Computed on (at most ``max_images``) test images."""
+        page): image–image within a class, across classes and over all pairs, class means
+        (prototypes) of sibling and of unrelated classes, class texts of sibling and of unrelated
+        classes and over all pairs, image–text for the true class and for other classes, and the
+        modality gap (the distance between the mean image and the mean class text, as Liang et al.
+        2022 measure it). Computed on (at most ``max_images``) test images."""
         take = np.random.default_rng(0).permutation(len(self.test_labels))[:max_images]
         x, y = self.test_features[take], self.test_labels[take]
         same = y[:, None] == y[None, :]
@@ -68,8 +70,12 @@ class SimProblem:
         pm, tt, xt = means @ means.T, self.text_features @ self.text_features.T, x @ self.text_features.T
         true_text = np.zeros_like(xt, dtype=bool)
         true_text[np.arange(len(y)), y] = True
+        all_texts = ~np.eye(self.n_classes, dtype=bool)
         return {"image_image_same_class": float(xx[same & off_diagonal].mean()),
                 "image_image_other_class": float(xx[~same].mean()),
+                "image_image_all": float(xx[off_diagonal].mean()),
+                "text_text_all": float(tt[all_texts].mean()),
+                "modality_gap": float(np.linalg.norm(x.mean(0) - self.text_features.mean(0))),
                 "class_mean_sibling": float(pm[sibling].mean()) if sibling.any() else float("nan"),
                 "class_mean_unrelated": float(pm[unrelated].mean()) if unrelated.any() else float("nan"),
                 "text_text_sibling": float(tt[sibling].mean()) if sibling.any() else float("nan"),
