@@ -36,6 +36,14 @@ def trainer(tmp_path, **changes):
     return CapTrainer(config, source, backbone, tmp_path / "run", torch.device("cpu")), source
 
 
+def informative_choices(problem, description_index: dict) -> list[int]:
+    """The classes whose chosen description is of the simulator's informative kind."""
+    from cap.sim.generator import DESCRIPTION_KINDS
+
+    kind = DESCRIPTION_KINDS.index("informative")
+    return sorted(c for c, i in description_index.items() if problem.description_kinds[c][i] == kind)
+
+
 def test_warmup_cosine_and_batch_order():
     f = warmup_cosine(total_steps=10, warmup_steps=2)
     assert [f(0), f(1), f(2)] == [0.0, 0.5, 1.0]
@@ -89,16 +97,23 @@ def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
 def test_concept_alignment_switch(tmp_path):
     on, source = trainer(tmp_path / "on", concept_alignment=True, mismatch_source="detect", description_choice="best_of_n")
     off, _ = trainer(tmp_path / "off")
-    dpl_on, info_on = on.initial_dpl()
+    _, info_on = on.initial_dpl()
     dpl_off, info_off = off.initial_dpl()
     assert "concept_alignment" in info_on and "concept_alignment" not in info_off
     found = info_on["concept_alignment"]["mismatched"]
     hits = sorted(set(found) & set(source.problem.mismatched))
     assert hits, (found, source.problem.mismatched)
-    for c in hits:  # aligned pseudolabels of a planted class are more often right than zero-shot ones
-        assert (source.train_labels[dpl_on[c]] == c).mean() > (source.train_labels[dpl_off[c]] == c).mean()
-    official, _ = trainer(tmp_path / "official", concept_alignment=True, mismatch_source="official")
-    assert official.initial_dpl()[1]["concept_alignment"]["mismatched"] == get_dataset(official.config.dataset).official_mismatched_indices
+    official, _ = trainer(tmp_path / "official", concept_alignment=True, mismatch_source="official",
+                          description_choice="best_of_n")
+    dpl_official, info_official = official.initial_dpl()
+    aligned = info_official["concept_alignment"]
+    assert aligned["mismatched"] == get_dataset(official.config.dataset).official_mismatched_indices
+    # alignment helps a planted class only as much as its chosen description is informative (the simulator
+    # page): with an informative one its pseudolabels are more often right than zero-shot ones
+    informative = informative_choices(source.problem, aligned["description_index"])
+    assert informative, aligned["description_index"]
+    for c in informative:
+        assert (source.train_labels[dpl_official[c]] == c).mean() > (source.train_labels[dpl_off[c]] == c).mean()
     # on a subset of the classes the official list is matched by name: 4 × 20 / 47 = 1.7, so 2 of DTD's stay
     subset, source = trainer(tmp_path / "subset", concept_alignment=True, mismatch_source="official", sim_classes=20)
     found = subset.initial_dpl()[1]["concept_alignment"]["mismatched"]
@@ -222,10 +237,12 @@ def test_cap_beats_zero_shot_and_fpl_and_balances_predictions(tmp_path):
     assert entropy["cap"] > entropy["zero_shot"] + 0.05, entropy
     # concept alignment found planted mismatched classes and made their pseudolabels better
     setup = cap["setup"]
-    planted = set(SimSource(resolve(make_config(**claim))).problem.mismatched)
-    hits = set(setup["concept_alignment"]["mismatched"]) & planted
+    problem = SimSource(resolve(make_config(**claim))).problem
+    hits = set(setup["concept_alignment"]["mismatched"]) & set(problem.mismatched)
     assert hits
-    for c in hits:  # JSON keys are strings
+    informative = informative_choices(problem, {int(c): i for c, i in setup["concept_alignment"]["description_index"].items()})
+    assert set(informative) & hits, "no planted class got an informative description: the check would be empty"
+    for c in set(informative) & hits:  # JSON keys are strings
         aligned = setup["concept_alignment"]["dpl"]["per_class_accuracy"][str(c)]
         assert aligned > setup["zero_shot_dpl"]["per_class_accuracy"][str(c)]
 
