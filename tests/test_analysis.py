@@ -46,13 +46,13 @@ def test_paired_differences_use_only_seeds_both_have():
 
 
 def test_explain_gap_by_hand():
-    # gap −4.3: 2f leaves −1.1 (narrows 3.2 ≥ half of 4.3 = 2.15: explains); 50 classes −3.5 (narrows 0.8 > 0.5,
-    # under half: partly); no margin −4.5 (widens: no); −3.9 narrows 0.4 ≤ 0.5: no; NaN: not run
-    assert analysis.explain_gap(-4.3, {"2f": -1.1, "classes": -3.5, "margin": -4.5, "tiny": -3.9,
-                                       "absent": float("nan")}) == {
-        "2f": "explains", "classes": "partly", "margin": "no", "tiny": "no", "absent": "not run"}
-    # a small gap (−0.8): narrowing it by 0.5 is half of it but not above the noise floor
-    assert analysis.explain_gap(-0.8, {"x": -0.3, "y": 0.0}) == {"x": "no", "y": "explains"}
+    # gap −4.3: −1.1 narrows it by 3.2 ≥ half of 4.3 = 2.15 (explains); −3.5 by 0.8 > 0.5, under half (partly);
+    # −4.5 widens it (no); −3.9 narrows it by 0.4 ≤ 0.5 (no); NaN: not run
+    verdicts = {left: analysis.explain_gap(-4.3, left) for left in (-1.1, -3.5, -4.5, -3.9)}
+    assert verdicts == {-1.1: "explains", -3.5: "partly", -4.5: "no", -3.9: "no"}
+    assert analysis.explain_gap(-4.3, float("nan")) == "not run"
+    # a small gap (−0.8): narrowing it by 0.5 is more than half of it but not above the noise floor
+    assert analysis.explain_gap(-0.8, -0.3) == "no" and analysis.explain_gap(-0.8, 0.0) == "explains"
 
 
 def test_training_times_relative_to_cap_and_the_papers_ratio():

@@ -653,23 +653,17 @@ def gap_to_baselines(runs: pd.DataFrame, baselines=("fpl", "grip", "cpl"), varia
     return pd.DataFrame(rows, columns=["dataset", "paradigm", "best_baseline", "gap", "cap_std"])
 
 
-def explain_gap(gap: float, changed: dict[str, float]) -> dict[str, str]:
-    """Which diagnostics account for CAP's gap to the best baseline (``gap`` < 0, points): for each
-    diagnostic, the gap it leaves (``changed``). It *explains* the gap when it narrows it by at least
-    half and by more than the noise floor, *partly* when it narrows it by more than the noise floor
-    only, and *no* otherwise (a missing diagnostic: *not run*)."""
-    verdicts = {}
-    for name, new_gap in changed.items():
-        shift = new_gap - gap
-        if np.isnan(shift):
-            verdicts[name] = "not run"
-        elif shift > NOISE_FLOOR and shift >= -gap / 2:
-            verdicts[name] = "explains"
-        elif shift > NOISE_FLOOR:
-            verdicts[name] = "partly"
-        else:
-            verdicts[name] = "no"
-    return verdicts
+def explain_gap(gap: float, left: float) -> str:
+    """Whether a diagnostic accounts for CAP's gap to the best baseline (``gap`` < 0, points) by the
+    gap it leaves (``left``): it *explains* the gap when it narrows it by at least half and by more
+    than the noise floor, *partly* when by more than the noise floor only, and *no* otherwise
+    (*not run* when ``left`` is missing)."""
+    shift = left - gap
+    if np.isnan(shift):
+        return "not run"
+    if shift > NOISE_FLOOR and shift >= -gap / 2:
+        return "explains"
+    return "partly" if shift > NOISE_FLOOR else "no"
 
 
 def sigma_zero_curves(runs: pd.DataFrame) -> pd.DataFrame:
