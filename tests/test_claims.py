@@ -111,6 +111,20 @@ def test_calibration_scores_and_judge_by_hand():
     assert accuracy["agree"] == ece["agree"] == 1
 
 
+def test_compare_verdicts_on_two_sets_of_runs():
+    def ablation(gain):  # every variant of Table 2 on two datasets and two seeds; full is `gain` above the others
+        return runs([(d, "ul", "cap", v, None, seed, 60.0 + (gain if v == "full" else 0.0) + seed / 10)
+                     for d in ("dtd", "cub") for v in ("full", "no_ca", "no_margin", "neither") for seed in (1, 2)])
+
+    first, second = ablation(2.0), ablation(-2.0)  # +2 in both cells: supported; −2 in both: contradicted
+    table = analysis.compare_verdicts(lambda m: first, lambda m: second, ("table2",)).set_index("id")
+    assert list(table.index) == ["table2_ca", "table2_cacm", "table2_both"]
+    assert set(table["first_verdict"]) == {"supported"} and set(table["second_verdict"]) == {"contradicted"}
+    assert table["first_effect"].tolist() == pytest.approx([2.0] * 3) and not table["same"].any()
+    same = analysis.compare_verdicts(lambda m: first, lambda m: first, ("table2",))
+    assert same["same"].all() and (same["first_units"] == 2).all()
+
+
 def test_official_budget_by_hand():
     assert analysis.official_budget("cap", "eurosat") == {"gradient_steps": 2500, "images_seen": 2500 * 64}
     # FPL: 16 × 10 = 160 pseudolabels → 2 batches of 64 per epoch, 50 epochs

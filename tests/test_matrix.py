@@ -16,7 +16,8 @@ def test_every_matrix_file_loads_and_plans():
     assert {"table1", "table2", "table3", "table4", "figure1_2", "figure6_k", "figure7_tau", "figure8_alignment",
             "figure9_calibration", "figure10_margin_scale", "figure11_unlabelled_fraction", "appendix",
             "divergences", "diagnostics_schedule", "diagnostics_cap", "diagnostics_ambiguity",
-            "diagnostics_zero_shot", "diagnostics_pool", "diagnostics_classes"} == set(matrix_names())
+            "diagnostics_zero_shot", "diagnostics_pool", "diagnostics_classes", "diagnostics_problem",
+            "diagnostics_problem_zero_shot"} == set(matrix_names())
     for name in matrix_names():
         for profile in ("sim", "paper"):
             runs = plan(name, profile)
@@ -50,6 +51,8 @@ def test_variants_sweeps_and_scopes():
                        ("fgvc_aircraft", "official", None), ("fgvc_aircraft", "classes_50", 50)}
     table1 = {r.key for r in plan("table1", "sim")}
     assert {r.key for r in plan("diagnostics_classes", "sim") if r.variant == "official"} <= table1
+    second = plan("diagnostics_problem", "sim")
+    assert {r.config.sim_seed for r in second} == {1} and not {r.key for r in second} & {r.key for r in plan("table2", "sim")}
     ks = {(r.config.dataset, r.config.k) for r in plan("figure6_k", "sim", seeds=[1])}
     assert ks == {(d, k) for d in ("resisc45", "dtd") for k in (4, 8, 16, 24)}
     t2 = plan("table2", "sim", datasets=["DTD"], seeds=[2])  # aliases work in filters

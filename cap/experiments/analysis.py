@@ -576,6 +576,48 @@ def schedule_check(records_root, matrix: str = "diagnostics_schedule", variants=
     return pd.DataFrame(rows)
 
 
+def compare_verdicts(first, second, matrices) -> pd.DataFrame:
+    """Every claim whose test reads one of ``matrices``, judged on two sets of runs: ``first`` and
+    ``second`` give a matrix's runs (as ``runs_of`` in :func:`judge_claim`)."""
+    rows = []
+    for claim in claims():
+        if claim["test"]["matrix"] not in matrices:
+            continue
+        row = {"id": claim["id"], "claim": claim["claim"]}
+        for name, runs_of in (("first", first), ("second", second)):
+            result = judge_claim(claim["test"], runs_of)
+            row |= {f"{name}_verdict": result["verdict"], f"{name}_effect": result["effect"],
+                    f"{name}_units": result["units"]}
+        row["same"] = row["first_verdict"] == row["second_verdict"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+PROBLEM_CHECKED = ("table2", "figure9_calibration")  # the claims judged again on a second simulated problem
+
+
+def problem_check(records_root) -> pd.DataFrame:
+    """The claims of Table 2 and Figure 9 judged on the sim profile's simulated problems (simulator
+    seed 0) and on a second draw of every problem (simulator seed 1: ``diagnostics_problem.yml``,
+    and its zero-shot runs for the confusion groups), both on the second draw's optimisation
+    seeds. A verdict that changes with the draw rests on details of one simulated problem."""
+    from cap.experiments import report
+
+    second_cap = report.collect("diagnostics_problem", "sim", records_root)
+    seeds = set(second_cap["seed"])
+    second = {"table2": second_cap, "figure9_calibration": second_cap.replace({"variant": {"full": "margin"}}),
+              "figure1_2": report.collect("diagnostics_problem_zero_shot", "sim", records_root)}
+    first = {}
+
+    def first_runs(matrix):
+        if matrix not in first:
+            runs = report.collect(matrix, "sim", records_root)
+            first[matrix] = runs[runs["seed"].isin(seeds)]
+        return first[matrix]
+
+    return compare_verdicts(first_runs, second.__getitem__, PROBLEM_CHECKED)
+
+
 def evidence_text(row: dict, profile: str = "sim") -> str:
     """One line of evidence for a row of :func:`claims_table` in ``profile``: the effect (with its
     unit), the seed spread and how many units agree."""
