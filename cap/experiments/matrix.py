@@ -163,7 +163,7 @@ def _check_changes(where: str, changes: dict, datasets=None) -> None:
     for name in datasets if isinstance(datasets, list) else []:
         try:
             known.append(get_dataset(name).name)
-        except (UnknownNameError, TypeError):
+        except UnknownNameError:
             pass
     for dataset in known or ["eurosat"]:
         try:

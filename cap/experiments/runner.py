@@ -29,7 +29,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cap.config import as_dict, make_config, resolve
+from cap.config import RunConfig, as_dict, make_config, resolve
 from cap.data.registry import get_dataset
 from cap.errors import CapError, ParameterError
 from cap.experiments.executors import (RUN_NOTEBOOK, RunJob, SubmitLock, die_with_parent, live_statuses,
@@ -150,13 +150,13 @@ def seed_stacks(runs: list[PlannedRun], profile: str) -> list[list[PlannedRun]]:
     alone. Runs of a timed matrix (their training time is a result) always train alone. Groups
     come in the order of their first run."""
     timed = {run.key for name in matrix_names() if load_matrix(name).timed for run in plan(name, profile)}
-    groups: dict[str, list[PlannedRun]] = {}
+    groups: dict[RunConfig, list[PlannedRun]] = {}
     out = []
     for run in runs:
         if run.config.method != "cap" or run.config.backend != "sim" or run.key in timed:
             out.append([run])
             continue
-        same = json.dumps(as_dict(run.config.replace(seed=0)), sort_keys=True, default=str)
+        same = run.config.replace(seed=0)  # configs are frozen dataclasses: equal but for the seed, one key
         if same not in groups:
             groups[same] = []
             out.append(groups[same])

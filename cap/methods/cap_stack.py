@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from cap.config import RunConfig, as_dict
+from cap.config import RunConfig
 from cap.core.losses import margin_cross_entropy, masked_margin_cross_entropy
 from cap.errors import ParameterError
 from cap.methods.cap import CHECKPOINT_SECONDS, CapTrainer, StepBatch, StepResult
@@ -35,7 +35,7 @@ from cap.models.feature_backbone import FeatureBackbone
 
 def stackable(trainers: list[CapTrainer]) -> str | None:
     """Why these trainers cannot train as one stack (None if they can)."""
-    if any(as_dict(t.config.replace(seed=0)) != as_dict(trainers[0].config.replace(seed=0)) for t in trainers):
+    if any(t.config.replace(seed=0) != trainers[0].config.replace(seed=0) for t in trainers):
         return "their configurations differ in more than the seed"
     if len({t.config.seed for t in trainers}) != len(trainers):
         return "two of them have the same seed"
