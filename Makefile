@@ -75,9 +75,10 @@ $(ABLATION_PAGES:%=$(GEN)/pages/%.ipynb): $(GEN)/pages/%.ipynb: notebooks/pages/
 $(SWEEP_PAGES:%=$(GEN)/pages/%.ipynb): $(GEN)/pages/%.ipynb: notebooks/pages/sweep.md $(SIM_RUNS) $(PAPER_RECORDS) | $(STAMP)
 	$(PY) -m cap notebook run --stand-in-on-failure $< $@ -p matrix $* -p records_root $(RECORDS)
 
-# `make runs` leaves each group's executed run notebook; this re-executes it (its records exist, so
-# nothing trains) when it is missing or notebooks/run.md changed.
-$(SIM_RUN_PAGES): $(GEN)/runs/sim/%.ipynb: notebooks/run.md | $(SIM_RUNS)
+# `make runs` leaves each group's executed run notebook (re-executed only for groups with runs to
+# do); this re-executes it (its records exist, so nothing trains) when it is missing or older than
+# notebooks/run.md or the library (matrix labels, page code).
+$(SIM_RUN_PAGES): $(GEN)/runs/sim/%.ipynb: notebooks/run.md $(LIBRARY) | $(SIM_RUNS)
 	$(PY) -m cap notebook run --stand-in-on-failure $< $@ -p profile sim -p dataset $(word 1,$(subst -, ,$*)) \
 		-p paradigm $(word 2,$(subst -, ,$*)) -p records_dir $(RECORDS)/sim
 
