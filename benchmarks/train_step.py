@@ -4,7 +4,7 @@
                                     [--paradigm ul|ssl] [--depth 8] [--precision auto] [--device auto]
                                     [--weights FILE] [--warmup 2]
     python benchmarks/train_step.py --sim flowers102 [--paradigm ul] [--sim-epochs 50]
-    python benchmarks/train_step.py --sim flowers102 --feature-steps 200 [--paradigm ul] [--stack 3]
+    python benchmarks/train_step.py --sim flowers102 --feature-steps 200 [--paradigm ul]
 
 A step is exactly what ``CapTrainer.train_epoch`` does per iteration, because that method runs it:
 one text-encoder pass through the MaPLe prompts shared by all streams, the weak view of the
@@ -71,12 +71,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sim-epochs", type=int, default=50, help="epochs of the --sim run (official 50)")
     parser.add_argument("--feature-steps", type=int, default=0, metavar="N",
                         help="with --sim: time N CAP steps and N baseline steps on the feature backend instead")
-    parser.add_argument("--stack", type=int, default=3, metavar="S",
-                        help="with --feature-steps: also time N steps of a seed stack of S seeds (default 3)")
     args = parser.parse_args(argv)
-    if min(args.batch, args.classes, args.steps, args.depth, args.sim_epochs, args.stack) < 1 or \
+    if min(args.batch, args.classes, args.steps, args.depth, args.sim_epochs) < 1 or \
             min(args.warmup, args.feature_steps) < 0:
-        parser.error("--batch, --classes, --steps, --depth, --sim-epochs and --stack must be >= 1, --warmup and "
+        parser.error("--batch, --classes, --steps, --depth and --sim-epochs must be >= 1, --warmup and "
                      "--feature-steps >= 0")
     return args
 
@@ -218,12 +216,9 @@ def _timed(function) -> tuple[float, float]:
 
 
 def time_feature_steps(args: argparse.Namespace) -> dict:
-    """Steps per second on the feature backend (simulator preset): CAP's unbatched step
-    (``CapTrainer.train_epoch``, the open_clip backend's), the seed stack a run alone uses (one
-    seed), a seed stack of ``--stack`` seeds (seed-steps per second: S per stacked step), and a
-    baseline step."""
+    """Steps per second on the feature backend (simulator preset): CAP's step
+    (``CapTrainer.train_epoch``, the one trainer of every backend) and a baseline step."""
     from cap.methods.baselines import fit
-    from cap.methods.cap_stack import SeedStack
     from cap.sources import make_source
 
     torch.set_num_threads(1)
@@ -232,24 +227,12 @@ def time_feature_steps(args: argparse.Namespace) -> dict:
                                  iters_per_epoch=args.feature_steps, sim_train_per_class=32))
     source = make_source(config)
 
-    def trainer(seed: int) -> CapTrainer:
-        seeded = config.replace(seed=seed)
-        return CapTrainer(seeded, source, source.make_backbone(seeded, "maple", device), Path(tempfile.gettempdir()),
-                          device)
-
-    single = trainer(1)
+    single = CapTrainer(config, source, source.make_backbone(config, "maple", device), Path(tempfile.gettempdir()),
+                        device)
     board, _ = single.initial_dpl()
     margin = single.margin(board, np.arange(source.n_classes) + 1.0)  # a non-zero margin on every term
     single.train_epoch(0, board, margin)  # warm-up: allocator, first-call costs
     cap_cpu, cap_wall = _timed(lambda: single.train_epoch(1, board, margin))
-    rates = {}
-    for size in sorted({1, args.stack}):
-        stack = SeedStack([trainer(seed) for seed in range(1, size + 1)])
-        stack.stack_parameters()
-        states, margins = [{"dpl": board}] * size, [margin] * size
-        stack.train_epoch(0, states, margins)
-        cpu, wall = _timed(lambda: stack.train_epoch(1, states, margins))
-        rates[size] = (size * args.feature_steps / cpu, size * args.feature_steps / wall)
     baseline = config.replace(method="grip")
     backbone = source.make_backbone(baseline, "coop", device)
     index = np.asarray(source.split.unlabelled, dtype=np.int64)
@@ -262,8 +245,6 @@ def time_feature_steps(args: argparse.Namespace) -> dict:
     return {"mode": "feature_steps", "preset": config.dataset, "paradigm": args.paradigm, "classes": source.n_classes,
             "dim": int(source.zero_shot_image.shape[1]), "cap_steps": args.feature_steps,
             "cap_steps_per_s_cpu": args.feature_steps / cap_cpu, "cap_steps_per_s_wall": args.feature_steps / cap_wall,
-            "stack": args.stack, "stack_1_steps_per_s_cpu": rates[1][0], "stack_1_steps_per_s_wall": rates[1][1],
-            "stack_seed_steps_per_s_cpu": rates[args.stack][0], "stack_seed_steps_per_s_wall": rates[args.stack][1],
             "baseline_steps": fit_steps, "baseline_steps_per_s_cpu": fit_steps / fit_cpu,
             "baseline_steps_per_s_wall": fit_steps / fit_wall, "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": sys.version.split()[0]}
@@ -275,9 +256,7 @@ def main(argv: list[str] | None = None) -> dict:
         result = time_feature_steps(args)
         print(f"feature backend, simulator preset {result['preset']} ({result['paradigm']}, {result['classes']} classes, "
               f"dimension {result['dim']}), {result['torch_threads']} torch thread")
-        for kind, title in (("cap", "CAP step, unbatched (CapTrainer.step)"), ("stack_1", "CAP step, a seed stack of 1"),
-                            ("stack_seed", f"CAP seed-steps, a seed stack of {result['stack']}"),
-                            ("baseline", "baseline step")):
+        for kind, title in (("cap", "CAP step (CapTrainer.step)"), ("baseline", "baseline step")):
             print(f"{title}: {result[kind + '_steps_per_s_cpu']:.0f} steps/s of CPU time, "
                   f"{result[kind + '_steps_per_s_wall']:.0f} steps/s wall")
     elif args.sim:

@@ -23,8 +23,7 @@ from cap.data.registry import PARADIGMS, dataset_names, get_dataset
 from cap.errors import CapError, ParameterError, UnknownNameError
 from cap.experiments.records import config_hash
 
-MATRIX_KEYS = {"title", "about", "datasets", "paradigms", "methods", "seeds", "config", "variants", "sweep", "profiles",
-               "timed"}
+MATRIX_KEYS = {"title", "about", "datasets", "paradigms", "methods", "seeds", "config", "variants", "sweep", "profiles"}
 SCOPE_KEYS = {"datasets", "paradigms", "methods", "seeds"}
 VARIANT_KEYS = {"label", "set", "datasets", "paradigms", "profiles"}
 PROFILE_KEYS = {"title", "about", "config", "workers"}
@@ -67,7 +66,6 @@ class Matrix:
     sweep_field: str | None
     sweep_values: tuple
     profiles: dict[str, dict]  # profile name -> scope narrowing: datasets/paradigms/methods/seeds (None: all)
-    timed: bool = False  # its runs' times are results: each trains alone, never in a seed stack
 
 
 @dataclass(frozen=True)
@@ -224,11 +222,8 @@ def parse_matrix(name: str, raw: dict) -> Matrix:
             "methods": _names(f"{at} methods", scope["methods"], METHOD_NAMES) if "methods" in scope else None,
             "seeds": _seeds(f"{at} seeds", scope["seeds"]) if "seeds" in scope else None,
         }
-    timed = raw.get("timed", False)
-    if not isinstance(timed, bool):
-        raise MatrixError(f"{where}: timed must be true or false, got {timed!r}")
     return Matrix(
-        name=name, title=raw["title"], about=raw.get("about", ""), timed=timed,
+        name=name, title=raw["title"], about=raw.get("about", ""),
         datasets=_names(f"{where}, datasets", raw["datasets"], tuple(dataset_names()), _dataset),
         paradigms=_names(f"{where}, paradigms", raw["paradigms"], PARADIGMS),
         methods=_names(f"{where}, methods", raw["methods"], METHOD_NAMES),
@@ -252,9 +247,13 @@ def _check_filter(kind: str, wanted, valid) -> tuple | None:
     return tuple(wanted)
 
 
-def plan(matrix: str | Matrix, profile: str, datasets=None, paradigms=None, methods=None, seeds=None) -> list[PlannedRun]:
+def plan(matrix: str | Matrix, profile: str, datasets=None, paradigms=None, methods=None, seeds=None,
+         overrides: dict | None = None) -> list[PlannedRun]:
     """Every run of ``matrix`` under ``profile``, optionally narrowed to some datasets, paradigms,
-    methods and seeds. A matrix that does not run under ``profile`` plans nothing."""
+    methods and seeds. ``overrides`` (RunConfig fields) come on top of the profile's, the matrix's,
+    the variant's and the sweep's values, before the config is resolved, so an override of a value
+    that others derive from (``schedule_factor``, ``official_flowers_k``) derives them again. A
+    matrix that does not run under ``profile`` plans nothing."""
     m = load_matrix(matrix) if isinstance(matrix, str) else matrix
     prof = get_profile(profile)
     datasets = _check_filter("dataset", None if datasets is None else [_dataset(d) for d in datasets], dataset_names())
@@ -279,6 +278,7 @@ def plan(matrix: str | Matrix, profile: str, datasets=None, paradigms=None, meth
             values = prof.config | m.config | variant.changes
             if m.sweep_field is not None:
                 values |= {m.sweep_field: value}
+            values |= overrides or {}
             config = resolve(make_config(**(values | dict(dataset=dataset, paradigm=paradigm, method=method,
                                                           seed=seed))))
             key = config_hash(as_dict(config))

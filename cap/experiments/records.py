@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cap.atomic import atomic_write
 from cap.errors import CapError
+from cap.experiments.provenance import code_version, current_fingerprint, describe_code
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +36,11 @@ def _plain(value):
 # Where records go unless a records folder is given: the book's, relative to the working directory.
 DEFAULT_RECORDS = Path("book/_generated/records")
 
-# Version of the record layout. Readers treat a record of another version as stale (to be rerun),
-# never as a result. 3: test labels, predictions, confidences and class counts in run records;
-# cluster_seed in configs. 4: every run's training budget (gradient steps, images seen), the share
-# of σ = 0 classes per CAP epoch, the simulator's planted ground truth. 5: CAP on the feature
-# backend steps through the batched seed-stack model (other float rounding than the unbatched step);
-# a stacked run's record names its stack. 6: the simulator's image and text offsets share a cosine
-# of 0.4 (its modality gap is CLIP's); configs name the simulated class subset (sim_classes). A
-# record's key covers its config, not the simulator's code: a change to the simulator bumps this.
-RECORD_VERSION = 6
+# Version of the record layout (which fields a record has and what they mean); a record of another
+# layout is stale. Which code made a record's numbers is its code fingerprint
+# (:mod:`cap.experiments.provenance`), checked on every read, so a change to the library needs no
+# bump here. 7: every record names its code (fingerprint, commit, uncommitted changes).
+RECORD_VERSION = 7
 
 
 def config_hash(config: dict) -> str:
@@ -76,7 +73,7 @@ def write_record(directory: str | Path, kind: str, config: dict, results: dict) 
     directory.mkdir(parents=True, exist_ok=True)
     key = config_hash(config)
     record = {"kind": kind, "version": RECORD_VERSION, "key": key, "config": config, "results": results,
-              "environment": environment(), "written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+              "code": code_version(), "environment": environment(), "written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     # No indentation: json's C encoder, several times faster than its indenting Python one on the
     # long per-image lists of a run record (pages and the CSV are the readable views).
     text = json.dumps(_plain(record), allow_nan=True)
@@ -111,18 +108,26 @@ def record_problem(record: object, path: str | Path) -> str | None:
     return None
 
 
+def code_problem(record: dict) -> str | None:
+    """Why ``record``'s numbers are not this code's (another code fingerprint), or None."""
+    code = record.get("code") if isinstance(record.get("code"), dict) else None
+    if code is None or code.get("fingerprint") != current_fingerprint():
+        return f"made by {describe_code(code)}; the library is now code {current_fingerprint()}"
+    return None
+
+
 class StaleRecordError(CapError):
-    """A record that is unreadable, invalid or written by another layout version: rerun its run."""
+    """A record that is unreadable, invalid, of another layout version or made by other code: rerun its run."""
 
 
 def read_current_record(path: str | Path) -> dict:
-    """The record at ``path``; StaleRecordError if it cannot be read, is not a valid record, or has
-    another layout version."""
+    """The record at ``path``; StaleRecordError if it cannot be read, is not a valid record, has
+    another layout version or was made by code other than this (another fingerprint)."""
     try:
         record = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise StaleRecordError(f"{path} cannot be read ({err})") from err
-    problem = record_problem(record, path)
+    problem = record_problem(record, path) or code_problem(record)
     if problem:
         raise StaleRecordError(f"{problem} ({Path(path).name})")
     return record
@@ -149,8 +154,9 @@ class RunStatus:
 
 def record_status(key: str, records_dir: str | Path) -> RunStatus:
     """What the records folder holds for run ``key``: a current record (done, with the record), one
-    that is unreadable or of another layout version (stale: rerun it), a failure record (failed,
-    with its error) or nothing."""
+    that is unreadable, of another layout version or made by other code (stale: rerun it), a failure
+    record of this code (failed, with its error) or nothing (a failure of other code is not this
+    code's: the run is tried again)."""
     records_dir = Path(records_dir)
     path = records_dir / f"run-{key}.json"
     if path.is_file():
@@ -161,7 +167,13 @@ def record_status(key: str, records_dir: str | Path) -> RunStatus:
     failed = records_dir / f"failed-{key}.json"
     if failed.is_file():
         try:
-            return RunStatus("failed", read_current_record(failed)["results"]["error"])
-        except StaleRecordError as err:
-            return RunStatus("failed", f"{failed.name} (unreadable: {err})")
+            record = json.loads(failed.read_text())
+            problem = record_problem(record, failed)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            problem = f"cannot be read ({err})"
+        if problem:
+            return RunStatus("failed", f"{failed.name} (unreadable: {problem})")
+        if code_problem(record):  # a failure of other code says nothing of this code's: try again
+            return RunStatus("missing", f"failed with other code: {code_problem(record)}")
+        return RunStatus("failed", record["results"]["error"])
     return RunStatus("missing")

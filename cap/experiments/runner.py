@@ -25,18 +25,16 @@ import sys
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cap.config import RunConfig, as_dict, make_config, resolve
 from cap.data.registry import get_dataset
 from cap.errors import CapError, ParameterError
 from cap.experiments.executors import (RUN_NOTEBOOK, RunJob, SubmitLock, die_with_parent, live_statuses,
                                        make_executor, slurm_queue, write_marker)
 from cap.experiments.locks import RunLock
 from cap.experiments.matrix import PlannedRun, get_profile, load_matrix, matrix_names, plan
-from cap.experiments.records import DEFAULT_RECORDS, RunStatus, config_hash, record_status
+from cap.experiments.records import DEFAULT_RECORDS, RunStatus, record_status
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +49,6 @@ class RunsFailed(CapError):
     """Some runs of a group failed; their failure records hold the tracebacks."""
 
 
-def _with_overrides(run: PlannedRun, overrides: dict) -> PlannedRun:
-    config = resolve(make_config(**(as_dict(run.config) | overrides)))
-    return PlannedRun(run.matrix, run.variant, run.sweep_value, config, config_hash(as_dict(config)))
-
-
 def select(profile: str, matrices=None, datasets=None, paradigms=None, methods=None, seeds=None,
            overrides: dict | None = None, keys=None) -> list[PlannedRun]:
     """The runs of ``matrices`` (default: all) under ``profile``, once per record key; ``overrides``
@@ -67,8 +60,7 @@ def select(profile: str, matrices=None, datasets=None, paradigms=None, methods=N
                              "--method and --seeds instead")
     runs, seen = [], set()
     for name in matrices or matrix_names():
-        for run in plan(name, profile, datasets, paradigms, methods, seeds):
-            run = _with_overrides(run, overrides) if overrides else run
+        for run in plan(name, profile, datasets, paradigms, methods, seeds, overrides):
             if run.key not in seen and (keys is None or run.key in keys):
                 seen.add(run.key)
                 runs.append(run)
@@ -91,77 +83,25 @@ def not_busy(runs: list[PlannedRun], records_dir: str | Path, force: bool = Fals
 def execute(run: PlannedRun, records_dir: str | Path, force: bool = False) -> RunStatus:
     """One run, in this process, under its lock; a run another process holds is left to it (state
     ``running``); a failure is recorded (by :func:`cap.experiments.runs.run`) and returned."""
-    return execute_group([run], records_dir, force)[0]
+    from cap.experiments.runs import run as run_config
 
-
-def execute_group(runs: list[PlannedRun], records_dir: str | Path, force: bool = False) -> list[RunStatus]:
-    """A group of :func:`seed_stacks` in this process, each run under its lock (a run another
-    process holds is left to it, state ``running``): the fresh runs of a group of seeds train as one
-    seed stack, the others (one alone, or resuming from a checkpoint) one at a time. If the stack
-    fails, its runs train one at a time, so each failure is recorded for its own run and the
-    others still finish. Returns each run's status, in order."""
-    from cap.experiments.runs import run_stack
-
-    statuses: dict[str, RunStatus] = {}
-    with ExitStack() as held:
-        mine = []
-        for run in runs:
-            if not held.enter_context(RunLock(run.key, records_dir)).held:
-                statuses[run.key] = RunStatus("running", "running in another process")
-            elif not force and record_status(run.key, records_dir).state == "done":
-                statuses[run.key] = RunStatus("done", "finished by another process")
-            else:
-                mine.append(run)
-        fresh = [run for run in mine if force or not _has_checkpoint(run, records_dir)]
-        if len(fresh) > 1:
-            try:
-                run_stack([run.config for run in fresh], records_dir, force)
-                statuses |= {run.key: RunStatus("done", f"trained in a stack of {len(fresh)} seeds") for run in fresh}
-            except Exception as err:
-                log.warning("the stack of %s failed (%s: %s): its runs train one at a time",
-                            ", ".join(describe(r) for r in fresh), type(err).__name__, err)
-        for run in mine:
-            if run.key not in statuses:
-                statuses[run.key] = _execute_alone(run, records_dir, force)
-    return [statuses[run.key] for run in runs]
+    with RunLock(run.key, records_dir) as lock:
+        if not lock.held:
+            return RunStatus("running", "running in another process")
+        if not force and record_status(run.key, records_dir).state == "done":
+            return RunStatus("done", "finished by another process")
+        resumed = not force and _has_checkpoint(run, records_dir)
+        try:
+            run_config(run.config, records_dir, force=force)
+        except Exception as err:  # recorded as failed-<key>.json with its traceback; the others go on
+            log.error("run %s (%s) failed: %s: %s", run.key, run.labels, type(err).__name__, err)
+            return RunStatus("failed", f"{type(err).__name__}: {err}")
+    return RunStatus("done", "resumed from its checkpoint" if resumed else "")
 
 
 def _has_checkpoint(run: PlannedRun, records_dir: str | Path) -> bool:
     checkpoints = Path(records_dir) / "checkpoints" / run.key
     return checkpoints.is_dir() and any(checkpoints.iterdir())
-
-
-def _execute_alone(run: PlannedRun, records_dir: str | Path, force: bool) -> RunStatus:
-    """One run whose lock this process holds."""
-    from cap.experiments.runs import run as run_config
-
-    resumed = not force and _has_checkpoint(run, records_dir)
-    try:
-        run_config(run.config, records_dir, force=force)
-    except Exception as err:  # recorded as failed-<key>.json with its traceback; the others go on
-        log.error("run %s (%s) failed: %s: %s", run.key, run.labels, type(err).__name__, err)
-        return RunStatus("failed", f"{type(err).__name__}: {err}")
-    return RunStatus("done", "resumed from its checkpoint" if resumed else "")
-
-
-def seed_stacks(runs: list[PlannedRun], profile: str) -> list[list[PlannedRun]]:
-    """``runs`` in the groups that train together: the seeds of one CAP configuration on the
-    simulator's feature backend (one seed stack, :mod:`cap.methods.cap_stack`), every other run
-    alone. Runs of a timed matrix (their training time is a result) always train alone. Groups
-    come in the order of their first run."""
-    timed = {run.key for name in matrix_names() if load_matrix(name).timed for run in plan(name, profile)}
-    groups: dict[RunConfig, list[PlannedRun]] = {}
-    out = []
-    for run in runs:
-        if run.config.method != "cap" or run.config.backend != "sim" or run.key in timed:
-            out.append([run])
-            continue
-        same = run.config.replace(seed=0)  # configs are frozen dataclasses: equal but for the seed, one key
-        if same not in groups:
-            groups[same] = []
-            out.append(groups[same])
-        groups[same].append(run)
-    return out
 
 
 def _group_name(dataset: str, paradigm: str) -> str:
@@ -248,8 +188,7 @@ def _run_here(selection: Selection, runs, pending, records_dir: Path, notebooks_
 
     def launch(group):
         if in_process:
-            statuses = [status for stack in seed_stacks(groups[group], selection.profile)
-                        for status in execute_group(stack, records_dir, force)]
+            statuses = [execute(run, records_dir, force) for run in groups[group]]
             failed = [status for status in statuses if status.state == "failed"]
             return group, int(bool(failed)), [f"{len(failed)} runs failed" if failed else ""]
         output = notebooks_dir / f"{_group_name(*group)}.ipynb"

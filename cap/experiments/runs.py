@@ -3,9 +3,6 @@
 ``run(config, out_dir)`` resolves the config, skips it when a current record exists (unless forced;
 a stale record is rerun), builds the source and its backbone, trains the method (resuming from a
 checkpoint when a previous attempt was killed) and writes ``run-<config hash>.json`` atomically.
-``run_stack(configs, out_dir)`` trains several seeds of one CAP configuration on the feature
-backend as one batched model and writes their records (bit for bit those of the runs alone, but
-for the times).
 """
 
 from __future__ import annotations
@@ -22,8 +19,6 @@ from cap.atomic import remove_stale_temporaries, writable_folder
 from cap.config import RunConfig, as_dict, resolve
 from cap.experiments.records import StaleRecordError, config_hash, read_current_record, write_record
 from cap.methods import get_method
-from cap.methods.cap import CapTrainer
-from cap.methods.cap_stack import SeedStack
 from cap.methods.checkpoints import RunInterrupted
 from cap.methods.engine import headline
 from cap.sources import make_source
@@ -51,31 +46,6 @@ def run(config: RunConfig, out_dir: str | Path, force: bool = False, stop_after_
         _write_failure(config, out_dir, err)
         raise
     return _write_results(config, source, results, out_dir, time.perf_counter() - started)
-
-
-def run_stack(configs: list[RunConfig], out_dir: str | Path, force: bool = False,
-              stop_after_epoch: int | None = None) -> list[Path]:
-    """Train the seeds ``configs`` of one CAP configuration on the feature backend as one
-    :class:`~cap.methods.cap_stack.SeedStack` and write each seed's record: bit for bit the record
-    the seed's run alone writes but for its times (its share of the stack's) and
-    ``results["stack"]`` (the stack's seeds and record keys). Every config is trained, whether or
-    not it has a record; a failure raises and writes no record (the caller runs the seeds alone,
-    so that the failure is recorded for the seed it belongs to)."""
-    configs = [resolve(config) for config in configs]
-    out_dir = _records_folder(out_dir)
-    started = time.perf_counter()
-    sources, trainers = [], []
-    for config in configs:
-        torch.manual_seed(config.seed)  # as run() seeds a run alone: the same initial adapters
-        source, backbone = _inputs(config, get_method(config.method))
-        device = next(iter(backbone.prompt_parameters())).device
-        sources.append(source)
-        trainers.append(CapTrainer(config, source, backbone, _run_dir(config, out_dir, force), device))
-    results = SeedStack(trainers).run(stop_after_epoch)
-    seconds = (time.perf_counter() - started) / len(configs)  # each seed's share of the stack's time
-    stack = {"seeds": [c.seed for c in configs], "keys": [config_hash(as_dict(c)) for c in configs]}
-    return [_write_results(config, source, result | {"stack": stack}, out_dir, seconds)
-            for config, source, result in zip(configs, sources, results)]
 
 
 def _records_folder(out_dir: str | Path) -> Path:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from cap.config import METHOD_NAMES
 from cap.errors import UnknownNameError
 from cap.methods.baselines import train_cpl, train_fpl, train_grip, train_zero_shot
-from cap.methods.cap_stack import train_cap
+from cap.methods.cap import train_cap
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,8 @@ prototypes and last epoch's confident predictions; each :meth:`CapTrainer.step` 
 shared by the D_PL, labelled and unlabelled streams; D_PL refreshed every ``refresh_every``
 epochs with a growing size k_e; the final model evaluated without adapters.
 
-A run starts at :func:`cap.methods.cap_stack.train_cap`: on the open_clip backend it is
-:meth:`CapTrainer.run`; on the feature backend the steps go through
-:class:`~cap.methods.cap_stack.SeedStack` (batched over seeds; a run alone is a stack of one),
-which reuses everything here but the step.
+One implementation on every backbone: the book's runs, the command line, the tests and the
+official-code equivalence test all train through :class:`CapTrainer` (:func:`train_cap`).
 """
 
 from __future__ import annotations
@@ -347,3 +345,9 @@ class CapTrainer:
         save_checkpoint(self.run_dir / "checkpoint.pt", state | {
             "elapsed": elapsed, "backbone": trainable_state(self.backbone), "adapters": self.adapters.state_dict(),
             **{name: getattr(self, name).state_dict() for name in self._OPTIMISERS}})
+
+
+def train_cap(config: RunConfig, source, backbone, run_dir: Path, stop_after_epoch: int | None = None) -> dict:
+    """One CAP run (the method registry's entry point)."""
+    device = next(iter(backbone.prompt_parameters())).device
+    return CapTrainer(config, source, backbone, run_dir, device).run(stop_after_epoch)
