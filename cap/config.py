@@ -21,7 +21,8 @@ class RunConfig:
     dataset: str
     paradigm: str = "ul"
     method: str = "cap"
-    seed: int = 1  # optimisation seed: initialisation, data order, augmentation
+    seed: int = 1  # the replicate: optimisation seed (initialisation, data order, augmentation) and, on the
+    # simulator, the problem's draw unless sim_seed fixes it
     backend: str = "sim"  # sim: concept simulator features; openclip: CLIP on real images
 
     # data and paradigm
@@ -30,7 +31,8 @@ class RunConfig:
     n_label: int = 2  # SSL labels per class
     unlabelled_fraction: float = 1.0  # share of the unlabelled pool used (the paper's Fig. 11)
     eurosat_test_in_pool: bool = True  # official quirk: EuroSAT test images may be in the pool
-    sim_seed: int = 0  # simulator problem seed (backend sim)
+    sim_seed: int | None = None  # simulator problem seed (backend sim); None: the replicate's seed, so each
+    # replicate is a new draw of the problem and a new optimisation seed (methods pair on both)
     sim_train_per_class: int | None = None  # simulator pool size override (None: preset)
     sim_test_per_class: int | None = None
     sim_confusion_strength: float | None = None  # planted confusion strength override (None: preset; diagnostics)
@@ -133,6 +135,8 @@ def resolve(config: RunConfig) -> RunConfig:
     _check_types(config)
     info = get_dataset(config.dataset)
     paradigm = check_paradigm(config.paradigm)
+    if config.sim_seed is None:
+        config = replace(config, sim_seed=config.seed)
     for key, choices in CHOICES.items():
         if getattr(config, key) not in choices:
             raise UnknownNameError(key, getattr(config, key), choices)

@@ -4,9 +4,11 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cap.errors import UnknownNameError
-from cap.core.losses import logsumexp, margin_cross_entropy, masked_margin_cross_entropy, partial_label_loss
+from cap.core.losses import (logsumexp, margin_cross_entropy, masked_margin_cross_entropy, partial_label_loss,
+                             single_labels)
 from cap.core.margin import class_prototypes, class_similarity, confusion_margin, first_entry_per_image, largest_entries
 
 LOGITS = torch.tensor([[2.0, 1.0, 0.0]])
@@ -48,6 +50,27 @@ def test_partial_label_loss():
     # one candidate = cross-entropy
     assert partial_label_loss(LOGITS, torch.tensor([[1, 0, 0]])).item() == pytest.approx(
         margin_cross_entropy(LOGITS, TARGET).item())
+
+
+def test_one_hot_candidates_train_with_cross_entropy_equal_to_the_partial_label_loss():
+    """The baselines' fast path: one-hot candidate rows become labels, and cross-entropy on them has
+    the partial-label loss's value and gradient."""
+    assert single_labels(torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])).tolist() == [1, 0]
+    assert single_labels(torch.tensor([[0.0, 1.0, 1.0], [1.0, 0.0, 0.0]])) is None  # a row with two candidates
+    assert single_labels(torch.tensor([[0.0, 0.5, 0.5]])) is None  # soft candidates
+    # by hand: logits (0, ln 3) and label 1: −log(3 / 4)
+    two = torch.tensor([[0.0, math.log(3.0)]])
+    assert F.cross_entropy(two, torch.tensor([1])).item() == pytest.approx(-math.log(0.75))
+    torch.manual_seed(0)
+    candidates = F.one_hot(torch.randint(0, 20, (64,)), 20).float()
+    # logit gaps of CLIP's scale (100 × cosine gaps of a few tenths); past a gap of 69 the partial-label
+    # loss's 1e-30 floor on non-candidates caps it, where cross-entropy stays exact
+    logits = (torch.randn(64, 20) * 8).requires_grad_()
+    fast = logits.detach().clone().requires_grad_()
+    partial_label_loss(logits, candidates).backward()
+    F.cross_entropy(fast, single_labels(candidates)).backward()
+    torch.testing.assert_close(F.cross_entropy(fast, single_labels(candidates)), partial_label_loss(logits, candidates))
+    torch.testing.assert_close(fast.grad, logits.grad, rtol=1e-5, atol=1e-7)
 
 
 def test_logsumexp_leaves_out_only_terms_that_underflow():

@@ -15,9 +15,8 @@ BASE = {"title": "t", "datasets": ["eurosat"], "paradigms": ["ul"], "methods": [
 def test_every_matrix_file_loads_and_plans():
     assert {"table1", "table2", "table3", "table4", "figure1_2", "figure6_k", "figure7_tau", "figure8_alignment",
             "figure9_calibration", "figure10_margin_scale", "figure11_unlabelled_fraction", "appendix",
-            "divergences", "diagnostics_schedule", "diagnostics_cap", "diagnostics_ambiguity",
-            "diagnostics_zero_shot", "diagnostics_pool", "diagnostics_classes", "diagnostics_problem",
-            "diagnostics_problem_zero_shot"} == set(matrix_names())
+            "divergences", "diagnostics_cap", "diagnostics_ambiguity", "diagnostics_zero_shot",
+            "diagnostics_eurosat_pool"} == set(matrix_names())
     for name in matrix_names():
         for profile in ("sim", "paper"):
             runs = plan(name, profile)
@@ -46,13 +45,12 @@ def test_runs_shared_by_matrices_have_the_same_key():
 
 
 def test_variants_sweeps_and_scopes():
-    classes = {(r.config.dataset, r.variant, r.config.sim_classes) for r in plan("diagnostics_classes", "sim", seeds=[1])}
-    assert classes == {("cub", "official", None), ("cub", "classes_100", 100), ("cub", "classes_50", 50),
-                       ("fgvc_aircraft", "official", None), ("fgvc_aircraft", "classes_50", 50)}
+    pools = {(r.config.method, r.config.sim_train_per_class) for r in plan("diagnostics_eurosat_pool", "sim", seeds=[1])}
+    assert pools == {(m, 2700) for m in ("zero_shot", "fpl", "grip", "cpl", "cap")}
     table1 = {r.key for r in plan("table1", "sim")}
-    assert {r.key for r in plan("diagnostics_classes", "sim") if r.variant == "official"} <= table1
-    second = plan("diagnostics_problem", "sim")
-    assert {r.config.sim_seed for r in second} == {1} and not {r.key for r in second} & {r.key for r in plan("table2", "sim")}
+    assert {r.key for r in plan("diagnostics_ambiguity", "sim") if r.variant == "official"} <= table1
+    draws = {(r.config.seed, r.config.sim_seed) for r in plan("table1", "sim", datasets=["dtd"])}
+    assert draws == {(1, 1), (2, 2), (3, 3)}  # each replicate its own draw of the problem
     ks = {(r.config.dataset, r.config.k) for r in plan("figure6_k", "sim", seeds=[1])}
     assert ks == {(d, k) for d in ("resisc45", "dtd") for k in (4, 8, 16, 24)}
     t2 = plan("table2", "sim", datasets=["DTD"], seeds=[2])  # aliases work in filters

@@ -277,3 +277,26 @@ def test_margin_prototypes_switch(tmp_path):
     assert torch.equal(once.margin(dpl, sigma, 1), once.margin(dpl, sigma, 1))  # seeded: same epoch, same margin
     unique = {c: [i for i in v if sum(i in w for w in dpl.values()) == 1] for c, v in dpl.items()}
     assert torch.allclose(once.margin(unique, sigma, 1), every.margin(unique, sigma, 1))
+
+
+def test_the_step_schedule_sets_the_learning_rates_lambda_lr_would_and_resumes():
+    from cap.methods.engine import sgd, warmup_cosine
+
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    optimizer, schedule = sgd(params, 0.01, 0.9, 0.1, total_steps=30, warmup_steps=5)
+    reference = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.01)
+    lambda_lr = torch.optim.lr_scheduler.LambdaLR(reference, warmup_cosine(30, 5))
+    ours, theirs = [], []
+    for _ in range(32):
+        ours.append(optimizer.param_groups[0]["lr"])
+        theirs.append(reference.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+        reference.step()
+        lambda_lr.step()
+    assert ours == theirs  # the same floats, step by step
+    assert ours[0] == 0.0 and ours[5] == 0.01 and ours[30] == 0.0  # by hand: warm-up from 0, cosine to 0 at step 30
+    assert ours[3] == 0.01 * 3 / 5
+    resumed_opt, resumed = sgd([torch.nn.Parameter(torch.zeros(2))], 0.01, 0.9, 0.1, total_steps=30, warmup_steps=5)
+    resumed.load_state_dict(schedule.state_dict())
+    assert resumed.last_epoch == 32 and resumed_opt.param_groups[0]["lr"] == optimizer.param_groups[0]["lr"]

@@ -379,17 +379,19 @@ def _done(runs: pd.DataFrame) -> list[tuple[dict, dict]]:
 
 
 # -- Figure 9: the margin on confusion groups and on the planted pairs --------------------------
-def confusion_groups_by_dataset(zero_shot_runs: pd.DataFrame, paradigm: str = "ul") -> dict[str, list]:
-    """Per dataset, the confusion groups of zero-shot CLIP (its first seed's test predictions),
-    ties broken by the confusions' confidence, then class names (:func:`metrics.confusion_groups`)."""
+def confusion_groups_by_dataset(zero_shot_runs: pd.DataFrame, paradigm: str = "ul") -> dict[tuple[str, int], list]:
+    """Per dataset and replicate (seed: on the simulator, its draw of the problem), the confusion
+    groups of zero-shot CLIP's test predictions, ties broken by the confusions' confidence, then
+    class names (:func:`metrics.confusion_groups`)."""
     out = {}
     for labels, record in _done(zero_shot_runs):
-        if labels["paradigm"] != paradigm or labels["dataset"] in out:
+        key = (labels["dataset"], labels["seed"])
+        if labels["paradigm"] != paradigm or key in out:
             continue
         test = record["results"]["metrics"]["test_predictions"]
         names = record["results"]["classnames"]
-        out[labels["dataset"]] = metrics.confusion_groups(test["label"], test["pred"], len(names),
-                                                          confidence=test["confidence"], names=names)
+        out[key] = metrics.confusion_groups(test["label"], test["pred"], len(names),
+                                            confidence=test["confidence"], names=names)
     return out
 
 
@@ -402,13 +404,15 @@ def planted_pairs(record: dict) -> list[tuple[int, int]]:
 
 def calibration_scores(runs: pd.DataFrame, groups: dict[str, list]) -> pd.DataFrame:
     """Per run and view, local accuracy and local ECE averaged over the view's groups: ``groups``
-    (zero-shot confusion groups, the paper's measure) and ``planted`` (the simulator's planted pairs,
-    with the victim's accuracy and its share of images lost to the attractor)."""
+    (zero-shot confusion groups of the run's dataset and replicate, the paper's measure) and
+    ``planted`` (the simulator's planted pairs, with the victim's accuracy and its share of images
+    lost to the attractor)."""
     rows = []
     for labels, record in _done(runs):
         test = record["results"]["metrics"]["test_predictions"]
         args = (test["label"], test["pred"], test["confidence"])
-        views = {"groups": [metrics.group_scores(*args, g) for g in groups.get(labels["dataset"], [])],
+        own = groups.get((labels["dataset"], labels["seed"]), [])
+        views = {"groups": [metrics.group_scores(*args, g) for g in own],
                  "planted": [metrics.pair_scores(*args, v, a) for v, a in planted_pairs(record)]}
         for view, scores in views.items():
             if scores:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from cap.config import RunConfig, cpl_beta
-from cap.core.losses import partial_label_loss
+from cap.core.losses import partial_label_loss, single_labels
 from cap.core.pseudolabels import balanced_selection, cpl_candidates, grip_budget, leaderboard_topk
 from cap.methods.checkpoints import (RunInterrupted, load_checkpoint, load_trainable_state, save_checkpoint,
                                      trainable_state)
@@ -50,6 +50,7 @@ def fit(backbone, source, config: RunConfig, index: np.ndarray, targets: torch.T
         index = np.concatenate([index, labelled])
         one_hot = F.one_hot(torch.as_tensor(source.train_labels[labelled]), source.n_classes).float()
         targets = torch.cat([targets, one_hot])
+    labels = single_labels(targets)  # FPL, GRIP: one label per image, so the loss is plain cross-entropy
     b = min(config.baseline_batch_size, len(index))  # a pool smaller than a batch is one batch
     steps_per_epoch = max(1, len(index) // b)
     total = config.baseline_epochs * steps_per_epoch
@@ -62,16 +63,17 @@ def fit(backbone, source, config: RunConfig, index: np.ndarray, targets: torch.T
         batches = source.batches(index[positions], b, ("weak",), None)
         epoch_losses = []
         for step, batch in enumerate(batches):
-            cand = targets[positions[step * b:(step + 1) * b]].to(device)
+            rows = positions[step * b:(step + 1) * b]
             text = backbone.encode_text()
             logits = backbone.logit_scale * backbone.encode_image(batch["weak"].to(device)) @ text.T
-            loss = partial_label_loss(logits, cand)
+            loss = (F.cross_entropy(logits.float(), labels[rows].to(device)) if labels is not None
+                    else partial_label_loss(logits, targets[rows].to(device)))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             epoch_losses.append(loss.detach())
-            images += len(cand)
+            images += len(rows)
         if epoch_losses:
             losses.append(torch.stack(epoch_losses).cpu())
             check_finite_losses(losses[-1], f"{config.method} round {round_}, epoch {epoch}",

@@ -60,7 +60,40 @@ def sgd(params, lr: float, momentum: float, weight_decay: float, total_steps: in
     on_cpu = all(p.device.type == "cpu" for p in params)
     optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
                                 **({"fused": True} if on_cpu else {"foreach": True}))
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, warmup_steps))
+    return optimizer, StepSchedule(optimizer, warmup_cosine(total_steps, warmup_steps))
+
+
+class StepSchedule:
+    """Sets each parameter group's learning rate to its initial one times ``factor(step)`` at every
+    step: the numbers of ``torch.optim.lr_scheduler.LambdaLR`` (the same product), without its
+    per-step bookkeeping, which is a visible part of a feature-backend step."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, factor):
+        self.optimizer, self.factor = optimizer, factor
+        for group in optimizer.param_groups:  # as LambdaLR records it
+            group.setdefault("initial_lr", group["lr"])
+        self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
+        self.last_epoch = 0  # LambdaLR's name for the number of steps taken
+        self._set()
+
+    def _set(self) -> None:
+        factor = self.factor(self.last_epoch)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * factor
+
+    def step(self) -> None:
+        self.last_epoch += 1
+        self._set()
+
+    def get_last_lr(self) -> list[float]:
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict:
+        return {"last_epoch": self.last_epoch, "base_lrs": list(self.base_lrs)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.last_epoch, self.base_lrs = int(state["last_epoch"]), list(state["base_lrs"])
+        self._set()
 
 
 def batch_order(pool, n: int, seed: int, epoch: int, stream: int) -> np.ndarray:

@@ -14,7 +14,7 @@ from cap.sim import make_problem
 from cap.sources.source import Source, paradigm_split
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=8)
 def _sim_problem(dataset: str, seed: int, sizes: tuple):
     """One simulated problem per (preset, seed, sizes and other overrides) in a process: every method and seed run on a
     dataset shares it. Shared arrays: sources never modify them."""
