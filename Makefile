@@ -58,6 +58,13 @@ $(SIM_RUNS): $(LIBRARY) notebooks/run.md | $(STAMP)
 	$(PY) -m cap runs --profile sim || echo "some simulator runs have no result: the pages mark them"
 	touch $@
 
+# The verdicts of every claim, added to the committed history book/verdicts.json when a verdict,
+# the rule or the code changed (the claims page shows its changelog).
+VERDICTS := $(GEN)/verdicts.done
+$(VERDICTS): $(SIM_RUNS) $(PAPER_RECORDS) $(LIBRARY) | $(STAMP)
+	$(PY) -m cap book verdicts --records $(RECORDS) --history book/verdicts.json
+	touch $@
+
 runs: | $(STAMP)
 	$(PY) -m cap runs --profile $(PROFILE) $(if $(MATRIX),--matrix $(MATRIX)) $(if $(DATASET),--dataset $(DATASET)) \
 		$(if $(PARADIGM),--paradigm $(PARADIGM)) $(if $(METHOD),--method $(METHOD)) $(if $(SEEDS),--seeds $(SEEDS)) \
@@ -68,6 +75,8 @@ runs: | $(STAMP)
 # A page notebook that fails leaves a stand-in page saying so, and the book still builds.
 $(PAGES:%=$(GEN)/pages/%.ipynb): $(GEN)/pages/%.ipynb: notebooks/pages/%.md $(SIM_RUNS) $(PAPER_RECORDS) | $(STAMP)
 	$(PY) -m cap notebook run --stand-in-on-failure $< $@ -p records_root $(RECORDS)
+
+$(GEN)/pages/claims.ipynb: $(VERDICTS)
 
 $(ABLATION_PAGES:%=$(GEN)/pages/%.ipynb): $(GEN)/pages/%.ipynb: notebooks/pages/ablation.md $(SIM_RUNS) $(PAPER_RECORDS) | $(STAMP)
 	$(PY) -m cap notebook run --stand-in-on-failure $< $@ -p matrix $* -p records_root $(RECORDS)

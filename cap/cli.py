@@ -88,6 +88,23 @@ def _add_book_parser(sub) -> None:
         summary.add_argument(f"--{name}", nargs="*", default=None, help=f"only these {name} names (default: all)")
     summary.add_argument("--seeds", nargs="*", type=int, default=None)
     summary.add_argument("--strict", action="store_true", help="exit 1 if a run or notebook failed (make book STRICT=1)")
+    verdicts = book.add_parser("verdicts", help="judge every claim from the records and add a snapshot to the "
+                                                "verdict history when a verdict, the rule or the code changed")
+    verdicts.add_argument("--records", default="book/_generated/records", help="records root (default: %(default)s)")
+    verdicts.add_argument("--history", default="book/verdicts.json", help="verdict history file (default: %(default)s)")
+
+
+def _book_verdicts(args) -> int:
+    from cap.experiments.claims import claims_table
+    from cap.experiments.verdict_log import record_snapshot, snapshot
+
+    table, _ = claims_table(args.records, profiles=("sim",))
+    added = record_snapshot(args.history, snapshot(table))
+    counts = table["sim_verdict"].value_counts().to_dict()
+    print(f"verdicts: {', '.join(f'{n} {v}' for v, n in counts.items())}; "
+          + (f"a new snapshot in {args.history}" if added else f"{args.history} unchanged (same verdicts, rule and "
+                                                                     "code, or runs missing)"))
+    return 0
 
 
 def _book_summary(args) -> int:
@@ -237,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "run":
             return _run(args)
         elif args.command == "book":
-            return _book_summary(args)
+            return _book_verdicts(args) if args.action == "verdicts" else _book_summary(args)
         elif args.command == "runs":
             return _runs(args)
         elif args.command == "sim":

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cap.experiments import analysis
+from cap.experiments import analysis, claims
 from cap.experiments.matrix import matrix_names
 
 
@@ -18,57 +18,65 @@ def runs(rows):
     return frame.assign(state="done", record=None)
 
 
-def test_verdict_rule():
-    assert analysis.verdict(4, 1, 6) == "supported"  # more agree, and at least half
-    assert analysis.verdict(2, 1, 6) == "inconclusive"  # more agree, but fewer than half
-    assert analysis.verdict(1, 3, 6) == "contradicted"
-    assert analysis.verdict(3, 3, 6) == "inconclusive"
-    assert analysis.verdict(0, 0, 0) == "no runs"
-
-
-def test_paired_units_and_agreement_by_hand():
+def test_paired_effect_interval_and_verdict_by_hand():
     frame = runs([
-        # dtd: CAP − CPL = 2, 4 (mean 3, std 1.41) → agrees (3 > 1.41)
+        # dtd: CAP − CPL = 2, 4 (mean 3); its own interval [2, 4] is above 0: agrees
         ("dtd", "ul", "cap", "default", None, 1, 52.0), ("dtd", "ul", "cpl", "default", None, 1, 50.0),
         ("dtd", "ul", "cap", "default", None, 2, 54.0), ("dtd", "ul", "cpl", "default", None, 2, 50.0),
-        # cub: −0.2, −0.4 (mean −0.3, std 0.14) → a tie: |−0.3| is under the 0.5-point floor
+        # cub: −0.2, −0.4 (mean −0.3): interval [−0.4, −0.2], below 0: disagrees
         ("cub", "ul", "cap", "default", None, 1, 60.0), ("cub", "ul", "cpl", "default", None, 1, 60.2),
         ("cub", "ul", "cap", "default", None, 2, 60.0), ("cub", "ul", "cpl", "default", None, 2, 60.4),
-        # eurosat: −5, −1 (mean −3, std 2.83) → disagrees (−3 < −2.83); seed 3 has no CPL run: left out
+        # eurosat: −5, −1 (mean −3): disagrees; replicate 3 has no CPL run: left out
         ("eurosat", "ul", "cap", "default", None, 1, 40.0), ("eurosat", "ul", "cpl", "default", None, 1, 45.0),
         ("eurosat", "ul", "cap", "default", None, 2, 44.0), ("eurosat", "ul", "cpl", "default", None, 2, 45.0),
         ("eurosat", "ul", "cap", "default", None, 3, 99.0),
     ])
-    judged = analysis.judge_paired(frame, {"method": "cap"}, {"method": "cpl"}, relative=True)
+    judged = claims.judge_paired(frame, {"method": "cap"}, {"method": "cpl"}, relative=True)
     units = judged["table"].set_index("dataset")
-    assert units.loc["dtd", "effect"] == pytest.approx(3.0) and units.loc["dtd", "std"] == pytest.approx(np.sqrt(2))
-    assert units.loc["eurosat", "seeds"] == 2 and units.loc["eurosat", "effect"] == pytest.approx(-3.0)
-    assert units["agrees"].to_dict() == {"dtd": 1, "cub": 0, "eurosat": -1}
-    assert (judged["agree"], judged["disagree"], judged["units"], judged["verdict"]) == (1, 1, 3, "inconclusive")
-    assert judged["effect"] == pytest.approx((3 - 0.3 - 3) / 3)
-    # relative: 3/50, −0.3/60.3, −3/45 in percent, averaged
-    assert judged["relative"] == pytest.approx(100 * (3 / 50 - 0.3 / 60.3 - 3 / 45) / 3)
+    assert units["effect"].to_dict() == pytest.approx({"dtd": 3.0, "cub": -0.3, "eurosat": -3.0})
+    assert (units.loc["dtd", "low"], units.loc["dtd", "high"]) == pytest.approx((2.0, 4.0))
+    assert units.loc["eurosat", "replicates"] == 2
+    assert (judged["agree"], judged["disagree"], judged["units"]) == (1, 2, 3)
+    # the mean over cells, −0.1, with an interval between the extreme resamples (2 − 0.4 − 5)/3 and (4 − 0.2 − 1)/3
+    assert judged["effect"] == pytest.approx(-0.1)
+    assert -3.4 / 3 <= judged["low"] < 0 < judged["high"] <= 2.8 / 3 and judged["verdict"] == "inconclusive"
+    assert judged["p_better"] == pytest.approx(1 / 3)
+    # relative: per replicate 100 × difference / the cell's mean CPL: dtd 4, 8; cub −0.33, −0.66; eurosat −11.1, −2.2
+    assert judged["relative"] == pytest.approx((6 - 100 * 0.3 / 60.3 - 100 * 3 / 45) / 3)
+
+
+def test_an_interval_above_zero_supports_and_below_zero_contradicts():
+    ahead = runs([(d, "ul", m, "default", None, seed, 50.0 + (gain if m == "cap" else 0.0) + seed)
+                  for d in ("dtd", "cub") for m in ("cap", "cpl") for seed, gain in ((1, 1.0), (2, 2.0), (3, 3.0))])
+    judged = claims.judge_paired(ahead, {"method": "cap"}, {"method": "cpl"})
+    assert judged["verdict"] == "supported" and judged["low"] >= 1.0 and judged["effect"] == pytest.approx(2.0)
+    assert claims.judge_paired(ahead, {"method": "cpl"}, {"method": "cap"})["verdict"] == "contradicted"
+    assert claims.judge_paired(ahead, {"method": "cap"}, {"method": "grip"})["verdict"] == "no runs"
 
 
 def test_judge_robust_and_close_by_hand():
     frame = runs([
-        # resisc45: means 80, 81, 79 over k (seed std 0) → spread 2 ≤ 3: robust
+        # resisc45: means 80, 81, 79 over k, equal replicates → range 2, interval [2, 2]
         *[("resisc45", "ul", "cap", "default", k, s, v) for k, v in ((4, 80.0), (8, 81.0), (16, 79.0)) for s in (1, 2)],
-        # dtd: means 40, 46 → spread 6 > 3: not robust
+        # dtd: means 40, 46 → range 6
         *[("dtd", "ul", "cap", "default", k, s, v) for k, v in ((4, 40.0), (8, 46.0)) for s in (1, 2)],
     ])
-    judged = analysis.judge_robust(frame, tolerance=3.0)
+    judged = claims.judge_robust(frame, tolerance=3.0)
     assert judged["table"].set_index("dataset")["effect"].to_dict() == {"resisc45": 2.0, "dtd": 6.0}
-    assert (judged["agree"], judged["disagree"], judged["verdict"]) == (1, 1, "inconclusive")
-    assert analysis.judge_robust(frame, tolerance=3.0, exclude=(4,))["agree"] == 2  # dtd's k=8 alone: spread 0
-    # close: half the data (k=8 here) at most 3 points below all of it (k=4): resisc45 +1 agrees, dtd +6 agrees
-    close = analysis.judge_close(frame, {"sweep": 8}, {"sweep": 4}, tolerance=3.0)
-    assert (close["agree"], close["units"], close["verdict"]) == (2, 2, "supported")
-    worse = analysis.judge_close(frame, {"sweep": 4}, {"sweep": 8}, tolerance=3.0)  # dtd: −6 < −3 disagrees
-    assert (worse["agree"], worse["disagree"]) == (1, 1)
+    # the largest change is dtd's 6, surely above the tolerance of 3: contradicted
+    assert (judged["effect"], judged["low"], judged["verdict"]) == (6.0, 6.0, "contradicted")
+    assert (judged["agree"], judged["disagree"]) == (1, 1)
+    # without k = 4, dtd has one value left (no range) and resisc45 moves by 2: inside 3, supported
+    kept = claims.judge_robust(frame, tolerance=3.0, exclude=(4,))
+    assert (kept["units"], kept["effect"], kept["verdict"]) == (1, 2.0, "supported")
+    # close: k=8 at most 3 points below k=4: resisc45 +1, dtd +6, mean 3.5 above −3: supported
+    close = claims.judge_close(frame, {"sweep": 8}, {"sweep": 4}, tolerance=3.0)
+    assert (close["effect"], close["verdict"], close["agree"]) == (3.5, "supported", 2)
+    worse = claims.judge_close(frame, {"sweep": 4}, {"sweep": 8}, tolerance=3.0)  # mean −3.5, below −3
+    assert (worse["effect"], worse["verdict"], worse["agree"], worse["disagree"]) == (-3.5, "contradicted", 1, 1)
 
 
-def test_judge_alignment_counts_planted_classes_only():
+def test_alignment_gains_count_planted_classes_only():
     classes = pd.DataFrame([
         {"dataset": "dtd", "class": "gauzy", "seed": 1, "planted": True, "description": "informative", "without": 10.0, "with": 80.0},
         {"dataset": "dtd", "class": "gauzy", "seed": 2, "planted": True, "description": "informative", "without": 10.0, "with": 70.0},
@@ -77,11 +85,11 @@ def test_judge_alignment_counts_planted_classes_only():
         {"dataset": "dtd", "class": "bumpy", "seed": 1, "planted": False, "description": "vague", "without": 90.0, "with": 60.0},
     ])
     classes["gain"] = classes["with"] - classes["without"]
-    judged = analysis.judge_alignment(classes)
-    # gauzy: +70, +60 (mean 65, std 7.07) agrees; pitted: −20, −10 (mean −15, std 7.07) disagrees
-    assert (judged["units"], judged["agree"], judged["disagree"], judged["over_60"]) == (2, 1, 1, 1)
-    assert judged["effect"] == pytest.approx(25.0) and judged["other_gain"] == pytest.approx(-30.0)
-    assert judged["other_classes"] == 1
+    gains = analysis.alignment_gains(classes)
+    # gauzy: +70, +60 (mean 65, std 7.07) gains; pitted: −20, −10 (mean −15, std 7.07) loses
+    assert (gains["units"], gains["gain"], gains["loss"], gains["over_60"]) == (2, 1, 1, 1)
+    assert gains["effect"] == pytest.approx(25.0) and gains["other_gain"] == pytest.approx(-30.0)
+    assert gains["other_classes"] == 1
 
 
 def _record(labels, preds, confidences, pairs=()):
@@ -105,24 +113,10 @@ def test_calibration_scores_and_judge_by_hand():
     assert groups.loc["margin", "accuracy"] == 100.0 and groups.loc["no_margin", "accuracy"] == 75.0
     # ECE of {0, 1}: with margin, all right at .9 → 10; without, 3 of 4 right at .9 → |.75 − .9| = 15
     assert groups.loc["margin", "ece"] == pytest.approx(10.0) and groups.loc["no_margin", "ece"] == pytest.approx(15.0)
-    accuracy = analysis.judge_calibration(scores, "accuracy", "groups")
-    ece = analysis.judge_calibration(scores, "ece", "groups")
+    accuracy = claims.judge_calibration(scores, "accuracy", "groups")
+    ece = claims.judge_calibration(scores, "ece", "groups")
     assert accuracy["effect"] == pytest.approx(25.0) and ece["effect"] == pytest.approx(5.0)  # ECE 15 → 10: +5 the paper's way
     assert accuracy["agree"] == ece["agree"] == 1
-
-
-def test_compare_verdicts_on_two_sets_of_runs():
-    def ablation(gain):  # every variant of Table 2 on two datasets and two seeds; full is `gain` above the others
-        return runs([(d, "ul", "cap", v, None, seed, 60.0 + (gain if v == "full" else 0.0) + seed / 10)
-                     for d in ("dtd", "cub") for v in ("full", "no_ca", "no_margin", "neither") for seed in (1, 2)])
-
-    first, second = ablation(2.0), ablation(-2.0)  # +2 in both cells: supported; −2 in both: contradicted
-    table = analysis.compare_verdicts(lambda m: first, lambda m: second, ("table2",)).set_index("id")
-    assert list(table.index) == ["table2_ca", "table2_cacm", "table2_both"]
-    assert set(table["first_verdict"]) == {"supported"} and set(table["second_verdict"]) == {"contradicted"}
-    assert table["first_effect"].tolist() == pytest.approx([2.0] * 3) and not table["same"].any()
-    same = analysis.compare_verdicts(lambda m: first, lambda m: first, ("table2",))
-    assert same["same"].all() and (same["first_units"] == 2).all()
 
 
 def test_official_budget_by_hand():
@@ -150,18 +144,22 @@ def test_method_summary_and_gap_to_baselines_by_hand():
 def test_claims_file_names_real_matrices_pages_and_kinds():
     pages = set(re.findall(r"\S+", re.search(r"^PAGES := (.*)$", Path("Makefile").read_text(), re.M).group(1)))
     pages |= {"table2", "table3", "figure6_k", "figure7_tau", "figure10_margin_scale", "figure11_unlabelled_fraction"}
-    kinds = {"paired", "robust", "close", "alignment", "calibration", "training_time", "detection", "untestable"}
-    claims = analysis.claims()
-    assert len({c["id"] for c in claims}) == len(claims)
-    for claim in claims:
+    kinds = {"paired", "robust", "close", "calibration", "detection", "untestable"}
+    every = claims.claims()
+    assert len({c["id"] for c in every}) == len(every)
+    for claim in every:
         assert claim["test"]["kind"] in kinds and claim["test"]["matrix"] in matrix_names(), claim
         assert claim["page"] in pages, claim
 
 
 def test_evidence_text():
-    row = {"id": "abstract", "sim_verdict": "supported", "sim_units": 18.0, "sim_agree": 12.0, "sim_disagree": 2.0,
-           "sim_effect": 2.345, "sim_relative": 4.56, "sim_spread": 0.71}
-    assert analysis.evidence_text(row) == ("+2.3 points (+4.6 % relative); seed spread 0.7; 12 of 18 dataset × "
-                                           "paradigm cells agree, 2 disagree")
-    assert analysis.evidence_text({"id": "table4", "sim_reason": "no backbone"}) == "not testable in the simulator: no backbone"
-    assert analysis.evidence_text({"id": "figure6", "sim_verdict": "no runs", "sim_units": 0}) == "no runs with a result yet"
+    row = {"id": "abstract", "kind": "paired", "sim_verdict": "supported", "sim_units": 18, "sim_agree": 12,
+           "sim_disagree": 2, "sim_effect": 2.345, "sim_low": 0.61, "sim_high": 4.02, "sim_relative": 4.56,
+           "sim_relative_low": 1.04, "sim_relative_high": 8.2, "sim_p_better": 0.72, "sim_replicates": 3}
+    assert claims.evidence_text(row) == (
+        "+2.3 points, 95 % interval [+0.6, +4.0] (+4.6 % relative, [+1.0, +8.2]); better in a random cell with "
+        "probability 0.72; 12 of 18 dataset × paradigm cells agree on their own, 2 disagree; 3+ replicates each")
+    assert claims.evidence_text({"id": "table4", "kind": "untestable", "sim_reason": "no backbone"}) == \
+        "not testable here: no backbone"
+    assert claims.evidence_text({"id": "figure6", "kind": "robust", "sim_verdict": "no runs", "sim_units": 0}) == \
+        "no runs with a result yet"

@@ -7,7 +7,7 @@ from collections import defaultdict
 import pytest
 
 from cap.data.registry import get_dataset
-from cap.experiments.analysis import claims
+from cap.experiments.claims import claims
 from cap.experiments.matrix import plan
 from cap.experiments.runner import select
 from cap.sim.presets import preset_config

@@ -7,12 +7,8 @@ run page) are computed here, so each has a test with a hand-computed value.
 
 from __future__ import annotations
 
-from functools import cache
-from importlib import resources
-
 import numpy as np
 import pandas as pd
-import yaml
 
 from cap.config import make_config, resolve
 from cap.core import metrics
@@ -214,111 +210,7 @@ def detected_classes(record: dict) -> list[str] | None:
     return [names[c] for c in alignment["mismatched"]]
 
 
-# -- claims: a verdict from the records, by one stated rule ------------------------------------
-NOISE_FLOOR = 0.5  # points: a difference smaller than this never counts as agreement or disagreement
-VERDICT_RULE = (
-    "Each claim is judged on units: the dataset × paradigm cells of its experiment (Figure 8: the "
-    "planted mismatched classes; Appendix D.3: the datasets). In a unit, the effect is the mean over "
-    "seeds of the seed-by-seed difference, signed so that a positive effect is what the paper reports. "
-    f"The unit agrees with the paper when its effect is above its noise, the larger of {NOISE_FLOOR} "
-    "points and the standard deviation of the differences over seeds; it disagrees when the effect is "
-    "below minus its noise; otherwise it is a tie. A claim is supported when more units agree than "
-    "disagree and at least half of them agree, contradicted when more disagree than agree and at least "
-    "half of them disagree, and inconclusive otherwise. Robustness claims (Figures 6, 7, 10) count a "
-    "dataset as agreeing when its mean accuracy moves by at most the claim's tolerance (or twice the "
-    "seed spread, if larger) across the swept values, and as disagreeing otherwise; Figure 11's claim "
-    "counts a dataset as agreeing when half the data is at most the tolerance below all of it.")
-VERDICTS = ("supported", "contradicted", "inconclusive")
-
-
-def verdict(agree: int, disagree: int, units: int) -> str:
-    """The rule of :data:`VERDICT_RULE` on unit counts ("no runs" without units)."""
-    if units == 0:
-        return "no runs"
-    if agree > disagree and 2 * agree >= units:
-        return "supported"
-    if disagree > agree and 2 * disagree >= units:
-        return "contradicted"
-    return "inconclusive"
-
-
-def _selected(runs: pd.DataFrame, selector: dict) -> pd.DataFrame:
-    done = runs[runs["state"] == "done"]
-    mask = np.ones(len(done), dtype=bool)
-    for key, value in selector.items():
-        mask &= (done[key] == value).to_numpy()
-    return done[mask]
-
-
-def paired_units(runs: pd.DataFrame, better: dict, worse: dict, unit=("dataset", "paradigm"),
-                 value: str = "value") -> pd.DataFrame:
-    """Per unit: the seed-by-seed differences ``better`` − ``worse`` (runs chosen by label
-    selectors, seeds both have): their mean ``effect``, ``std`` (NaN with one seed), ``seeds``, and
-    the mean of each side."""
-    unit = list(unit)
-    sides = {name: _selected(runs, sel).groupby(unit + ["seed"])[value].mean()
-             for name, sel in (("better", better), ("worse", worse))}
-    joined = pd.concat(sides, axis=1).dropna()
-    rows = []
-    for key, group in joined.groupby(level=list(range(len(unit))), sort=False):
-        diff = group["better"] - group["worse"]
-        rows.append(dict(zip(unit, key if isinstance(key, tuple) else (key,))) | {
-            "effect": float(diff.mean()), "std": float(diff.std(ddof=1)) if len(diff) > 1 else float("nan"),
-            "seeds": len(diff), "better": float(group["better"].mean()), "worse": float(group["worse"].mean())})
-    return pd.DataFrame(rows, columns=unit + ["effect", "std", "seeds", "better", "worse"])
-
-
-def agreement(units: pd.DataFrame, floor: float = NOISE_FLOOR) -> pd.DataFrame:
-    """``units`` with each unit's ``noise`` (max(floor, std over seeds)) and ``agrees``: 1 (effect
-    above the noise), −1 (below minus the noise) or 0."""
-    units = units.copy()
-    units["noise"] = np.fmax(units["std"].to_numpy(dtype=float), floor) if len(units) else []
-    units["agrees"] = (np.sign(units["effect"]) * (units["effect"].abs() > units["noise"])).astype(int)
-    return units
-
-
-def evidence(units: pd.DataFrame, effect: float | None = None, **extra) -> dict:
-    """The evidence of a claim from its judged units: the mean effect, the typical seed spread
-    (mean std over units), how many units agree or disagree, and the verdict."""
-    agree, disagree = int((units["agrees"] > 0).sum()), int((units["agrees"] < 0).sum())
-    return {"effect": float(units["effect"].mean()) if effect is None and len(units) else effect,
-            "spread": float(units["std"].mean()) if len(units) and units["std"].notna().any() else float("nan"),
-            "agree": agree, "disagree": disagree, "units": len(units),
-            "verdict": verdict(agree, disagree, len(units))} | extra
-
-
-def judge_paired(runs: pd.DataFrame, better: dict, worse: dict, relative: bool = False) -> dict:
-    """Evidence for "better beats worse" (Table 1 to 3 claims); with ``relative``, also the mean
-    relative gain over units, in percent of ``worse``."""
-    units = agreement(paired_units(runs, better, worse))
-    gain = float((100 * units["effect"] / units["worse"]).mean()) if relative and len(units) else float("nan")
-    return evidence(units, relative=gain, table=units)
-
-
-def judge_robust(runs: pd.DataFrame, tolerance: float, exclude=()) -> dict:
-    """Evidence for "robust to the swept value": per dataset, the largest minus the smallest mean
-    over the swept values (``exclude`` left out); it agrees when at most max(tolerance, 2 × the
-    mean seed std), and disagrees otherwise."""
-    done = runs[(runs["state"] == "done") & ~runs["sweep"].isin(list(exclude))]
-    rows = []
-    for (dataset, paradigm), group in done.groupby(["dataset", "paradigm"], sort=False):
-        by_value = group.groupby("sweep")["value"]
-        means, stds = by_value.mean(), by_value.std(ddof=1)
-        spread = float(means.max() - means.min())
-        noise = max(tolerance, 2 * float(stds.mean())) if stds.notna().any() else tolerance
-        rows.append({"dataset": dataset, "paradigm": paradigm, "effect": spread, "std": float(stds.mean()),
-                     "noise": noise, "agrees": 1 if spread <= noise else -1, "values": len(means)})
-    units = pd.DataFrame(rows, columns=["dataset", "paradigm", "effect", "std", "noise", "agrees", "values"])
-    return evidence(units, table=units)
-
-
-def judge_close(runs: pd.DataFrame, better: dict, worse: dict, tolerance: float) -> dict:
-    """Evidence for "``better`` is close to ``worse``": a unit agrees when its effect is at least
-    −max(tolerance, std over seeds), and disagrees otherwise."""
-    units = paired_units(runs, better, worse)
-    units["noise"] = np.fmax(units["std"].to_numpy(dtype=float), tolerance) if len(units) else []
-    units["agrees"] = np.where(units["effect"] >= -units["noise"], 1, -1) if len(units) else []
-    return evidence(units, table=units)
+NOISE_FLOOR = 0.5  # points: differences below this are shown as ties on the pages (never as effects)
 
 
 # -- Figure 8: concept alignment, planted against other flagged classes -------------------------
@@ -359,19 +251,23 @@ def alignment_classes(runs: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def judge_alignment(classes: pd.DataFrame) -> dict:
-    """Evidence for Figure 8's claim: units are the planted mismatched classes that detection
-    flagged (gain = with − without alignment, per seed); also the mean gain of the other flagged
-    classes and how many planted classes gain more than 60 points."""
+def alignment_gains(classes: pd.DataFrame) -> dict:
+    """Figure 8's measure (not a verdict: the simulator's descriptions decide it): per planted
+    mismatched class that detection flagged, the mean gain (with − without alignment) over
+    replicates; how many gain (more than their seed spread and 0.5 points) or lose; how many gain
+    more than 60 points; and the mean gain of the other flagged classes."""
     planted = classes["planted"].astype(bool)
     rows = [{"dataset": d, "class": c, "effect": float(g["gain"].mean()),
              "std": float(g["gain"].std(ddof=1)) if len(g) > 1 else float("nan"), "seeds": len(g)}
             for (d, c), g in classes[planted].groupby(["dataset", "class"], sort=False)]
-    units = agreement(pd.DataFrame(rows, columns=["dataset", "class", "effect", "std", "seeds"]))
+    units = pd.DataFrame(rows, columns=["dataset", "class", "effect", "std", "seeds"])
+    noise = np.fmax(units["std"].to_numpy(dtype=float), NOISE_FLOOR)
     others = classes[~planted]
-    return evidence(units, table=units, over_60=int((units["effect"] > 60).sum()),
-                    other_gain=float(others["gain"].mean()) if len(others) else float("nan"),
-                    other_classes=int(others[["dataset", "class"]].drop_duplicates().shape[0]))
+    return {"effect": float(units["effect"].mean()) if len(units) else float("nan"), "units": len(units),
+            "gain": int((units["effect"] > noise).sum()), "loss": int((units["effect"] < -noise).sum()),
+            "over_60": int((units["effect"] > 60).sum()), "table": units,
+            "other_gain": float(others["gain"].mean()) if len(others) else float("nan"),
+            "other_classes": int(others[["dataset", "class"]].drop_duplicates().shape[0])}
 
 
 def _done(runs: pd.DataFrame) -> list[tuple[dict, dict]]:
@@ -424,17 +320,6 @@ def calibration_scores(runs: pd.DataFrame, groups: dict[str, list]) -> pd.DataFr
     return pd.DataFrame(rows, columns=columns)
 
 
-def judge_calibration(scores: pd.DataFrame, measure: str, view: str, with_margin: str = "margin",
-                      without: str = "no_margin") -> dict:
-    """Evidence for a Figure 9 claim on one view: per dataset, seed by seed, accuracy(with) −
-    accuracy(without), or ECE(without) − ECE(with) (positive: the margin lowers the error)."""
-    frame = scores[scores["view"] == view].assign(state="done", paradigm="ul")
-    sign = -1.0 if measure == "ece" else 1.0
-    frame = frame.assign(value=sign * frame[measure]) if len(frame) else frame.assign(value=[])
-    units = agreement(paired_units(frame, {"variant": with_margin}, {"variant": without}))
-    return evidence(units, table=units)
-
-
 # -- Appendix D.2 and D.3 ----------------------------------------------------------------------
 def official_budget(method: str, dataset: str, per_class: int | None = None, rounds: int | None = None) -> dict:
     """Gradient steps and images seen of a method's official schedule (50 epochs; CAP 50 iterations
@@ -455,205 +340,6 @@ def official_budget(method: str, dataset: str, per_class: int | None = None, rou
         per_round = [grip_budget(r, per_class * classes, classes, n) * classes for r in range(1, n + 1)]
     steps = sum(50 * max(1, size // 64) for size in per_round)
     return {"gradient_steps": steps, "images_seen": steps * 64}
-
-
-def judge_training_time(runs: pd.DataFrame) -> dict:
-    """Evidence for "CAP trains faster than CPL and GRIP": per dataset, mean training seconds; a
-    dataset agrees when CAP's are below both, disagrees when above both. The effect is the mean of
-    the faster baseline's seconds over CAP's; also the same ratio of images seen."""
-    rows = []
-    done = [(labels, record) for labels, record in _done(runs)]
-    frame = pd.DataFrame([{"dataset": labels["dataset"], "method": labels["method"],
-                           "seconds": record["results"]["train_seconds"],
-                           "images": record["results"].get("budget", {}).get("images_seen", np.nan)}
-                          for labels, record in done], columns=["dataset", "method", "seconds", "images"])
-    for dataset, group in frame.groupby("dataset", sort=False):
-        mean = group.groupby("method")[["seconds", "images"]].mean()
-        if not {"cap", "cpl", "grip"} <= set(mean.index):
-            continue
-        cap, others = mean.loc["cap"], mean.loc[["cpl", "grip"]]
-        agrees = 1 if (others["seconds"] > cap["seconds"]).all() else -1 if (others["seconds"] < cap["seconds"]).all() else 0
-        rows.append({"dataset": dataset, "effect": float(others["seconds"].min() / cap["seconds"]), "std": float("nan"),
-                     "images_ratio": float(others["images"].min() / cap["images"]), "agrees": agrees})
-    units = pd.DataFrame(rows, columns=["dataset", "effect", "std", "images_ratio", "agrees"])
-    return evidence(units, table=units)
-
-
-def judge_detection(runs: pd.DataFrame) -> dict:
-    """Evidence for "detection finds the mismatched classes": per dataset with known mismatched
-    classes, the share of them that detection flagged (recall, in percent, per seed); a dataset
-    agrees when it finds at least half of them on average, and disagrees otherwise."""
-    rows = []
-    for labels, record in _done(runs[runs["method"] == "cap"]):
-        alignment = record["results"].get("setup", {}).get("concept_alignment")
-        known = planted_mismatch(record, labels["dataset"])
-        if alignment is None or not known:
-            continue
-        found = set(alignment["mismatched"])
-        rows.append({"dataset": labels["dataset"], "seed": labels["seed"], "recall": 100 * len(found & known) / len(known),
-                     "precision": 100 * len(found & known) / len(found) if found else float("nan")})
-    frame = pd.DataFrame(rows, columns=["dataset", "seed", "recall", "precision"])
-    units = frame.groupby("dataset", sort=False).agg(effect=("recall", "mean"), std=("recall", "std"),
-                                                     precision=("precision", "mean")).reset_index()
-    units["agrees"] = np.where(units["effect"] >= 50, 1, -1) if len(units) else []
-    return evidence(units, table=units)
-
-
-# -- the claims page ---------------------------------------------------------------------------
-@cache
-def claims() -> tuple[dict, ...]:
-    """The paper's claims the book tests (``claims.yml``), in the paper's order."""
-    return tuple(yaml.safe_load(resources.files("cap.experiments").joinpath("claims.yml").read_text()))
-
-
-def judge_claim(test: dict, runs_of) -> dict:
-    """Evidence and verdict of one claim's ``test`` (an entry of claims.yml); ``runs_of(matrix)``
-    gives the runs of a matrix (:func:`cap.experiments.report.collect` for one profile)."""
-    kind = test["kind"]
-    if kind == "untestable":
-        return {"verdict": "inconclusive", "reason": test["reason"], "units": 0, "agree": 0, "disagree": 0,
-                "effect": float("nan"), "spread": float("nan")}
-    runs = runs_of(test["matrix"])
-    if kind == "paired":
-        return judge_paired(runs, test["better"], test["worse"], test.get("relative", False))
-    if kind == "robust":
-        return judge_robust(runs, test["tolerance"], test.get("exclude", ()))
-    if kind == "close":
-        return judge_close(runs, test["better"], test["worse"], test["tolerance"])
-    if kind == "alignment":
-        return judge_alignment(alignment_classes(runs))
-    if kind == "calibration":
-        scores = calibration_scores(runs, confusion_groups_by_dataset(runs_of("figure1_2")))
-        return judge_calibration(scores, test["measure"], test["view"])
-    if kind == "training_time":
-        return judge_training_time(runs[runs["paradigm"] == "ul"])
-    if kind == "detection":
-        return judge_detection(runs)
-    raise ValueError(f"claims.yml: unknown test kind {kind!r}")
-
-
-def claims_table(records_root, profiles=("sim", "paper")) -> pd.DataFrame:
-    """One row per claim: its verdict and evidence in each profile (``<profile>_<field>`` columns),
-    and for each profile how many of the claim's runs have a result."""
-    from cap.experiments import report
-
-    collected = {}
-
-    def runs_of(profile):
-        def get(matrix):
-            if (matrix, profile) not in collected:
-                collected[(matrix, profile)] = report.collect(matrix, profile, records_root)
-            return collected[(matrix, profile)]
-        return get
-
-    rows = []
-    for claim in claims():
-        row = {"id": claim["id"], "claim": claim["claim"], "page": claim["page"], "matrix": claim["test"]["matrix"]}
-        for profile in profiles:
-            runs = runs_of(profile)(claim["test"]["matrix"])
-            row[f"{profile}_done"], row[f"{profile}_planned"] = int((runs["state"] == "done").sum()), len(runs)
-            result = judge_claim(claim["test"], runs_of(profile)) if row[f"{profile}_done"] or \
-                claim["test"]["kind"] == "untestable" else {"verdict": "no runs"}
-            row |= {f"{profile}_{key}": value for key, value in result.items() if key != "table"}
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def schedule_check(records_root, matrix: str = "diagnostics_schedule", variants=("f", "double")) -> pd.DataFrame:
-    """The Table 1 claims judged on the runs of ``matrix`` once per schedule variant (f and 2f):
-    a verdict that changes with the schedule says f is too short for that claim."""
-    from cap.experiments import report
-
-    runs = report.collect(matrix, "sim", records_root)
-    rows = []
-    for claim in claims():
-        test = claim["test"]
-        if test["kind"] != "paired" or test["matrix"] != "table1":
-            continue
-        row = {"id": claim["id"], "claim": claim["claim"]}
-        for variant in variants:
-            result = judge_paired(runs, test["better"] | {"variant": variant}, test["worse"] | {"variant": variant})
-            row |= {f"{variant}_verdict": result["verdict"], f"{variant}_effect": result["effect"],
-                    f"{variant}_agree": result["agree"], f"{variant}_units": result["units"]}
-        row["same"] = row[f"{variants[0]}_verdict"] == row[f"{variants[1]}_verdict"]
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def compare_verdicts(first, second, matrices) -> pd.DataFrame:
-    """Every claim whose test reads one of ``matrices``, judged on two sets of runs: ``first`` and
-    ``second`` give a matrix's runs (as ``runs_of`` in :func:`judge_claim`)."""
-    rows = []
-    for claim in claims():
-        if claim["test"]["matrix"] not in matrices:
-            continue
-        row = {"id": claim["id"], "claim": claim["claim"]}
-        for name, runs_of in (("first", first), ("second", second)):
-            result = judge_claim(claim["test"], runs_of)
-            row |= {f"{name}_verdict": result["verdict"], f"{name}_effect": result["effect"],
-                    f"{name}_units": result["units"]}
-        row["same"] = row["first_verdict"] == row["second_verdict"]
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-PROBLEM_CHECKED = ("table2", "figure9_calibration")  # the claims judged again on a second simulated problem
-
-
-def problem_check(records_root) -> pd.DataFrame:
-    """The claims of Table 2 and Figure 9 judged on the sim profile's simulated problems (simulator
-    seed 0) and on a second draw of every problem (simulator seed 1: ``diagnostics_problem.yml``,
-    and its zero-shot runs for the confusion groups), both on the second draw's optimisation
-    seeds. A verdict that changes with the draw rests on details of one simulated problem."""
-    from cap.experiments import report
-
-    second_cap = report.collect("diagnostics_problem", "sim", records_root)
-    seeds = set(second_cap["seed"])
-    second = {"table2": second_cap, "figure9_calibration": second_cap.replace({"variant": {"full": "margin"}}),
-              "figure1_2": report.collect("diagnostics_problem_zero_shot", "sim", records_root)}
-    first = {}
-
-    def first_runs(matrix):
-        if matrix not in first:
-            runs = report.collect(matrix, "sim", records_root)
-            first[matrix] = runs[runs["seed"].isin(seeds)]
-        return first[matrix]
-
-    return compare_verdicts(first_runs, second.__getitem__, PROBLEM_CHECKED)
-
-
-def evidence_text(row: dict, profile: str = "sim") -> str:
-    """One line of evidence for a row of :func:`claims_table` in ``profile``: the effect (with its
-    unit), the seed spread and how many units agree."""
-    from cap.experiments.report import number
-
-    get = lambda key: row.get(f"{profile}_{key}")  # noqa: E731
-    kind = next(c["test"]["kind"] for c in claims() if c["id"] == row["id"])
-    if kind == "untestable":
-        return f"not testable in the simulator: {get('reason')}"
-    if get("verdict") == "no runs" or not get("units"):
-        return "no runs with a result yet"
-    noun = {"paired": "dataset × paradigm cells", "alignment": "planted classes"}.get(kind, "datasets")
-    units = f"{int(get('agree'))} of {int(get('units'))} {noun} agree"
-    units += f", {int(get('disagree'))} disagree" if get("disagree") else ""
-    spread = f"; seed spread {number(get('spread'))}" if not _nan(get("spread")) else ""
-    if kind == "robust":
-        return f"largest change across the swept values {number(get('effect'))} points on average{spread}; {units}"
-    if kind == "training_time":
-        return f"the faster of CPL and GRIP takes {number(get('effect'))} times CAP's training time; {units}"
-    if kind == "detection":
-        return f"detection flags {number(get('effect'), 0)} % of the known mismatched classes; {units}"
-    text = f"{number(get('effect'), signed=True)} points"
-    if kind == "paired" and not _nan(get("relative")):
-        text += f" ({number(get('relative'), signed=True)} % relative)"
-    if kind == "alignment":
-        text += (f" on the planted classes ({int(get('over_60'))} above 60 points); other flagged classes "
-                 f"{number(get('other_gain'), signed=True, missing='none flagged')}")
-    return f"{text}{spread}; {units}"
-
-
-def _nan(value) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value))
 
 
 # -- Table 1 in the simulator: averages, wins, budgets, and the gap to the best baseline ---------
@@ -735,19 +421,3 @@ def confidence_and_accuracy(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["dataset", "paradigm", "variant", "sweep", "seed", "confidence", "accuracy", "ece"])
 
 
-def halving_cost(runs: pd.DataFrame) -> pd.Series:
-    """Per dataset: mean accuracy on half of the unlabelled pool minus on all of it (Figure 11's
-    runs, or the same sweep on a larger simulated pool), paired by seed."""
-    units = paired_units(runs, {"sweep": 0.5}, {"sweep": 1.0})
-    return units.set_index("dataset")["effect"] if len(units) else pd.Series(dtype=float)
-
-
-def schedule_ratios(runs: pd.DataFrame, dataset: str = "eurosat") -> dict:
-    """CAP's images seen against GRIP's and CPL's: in the simulator's records (UL, mean over seeds)
-    and for the official schedules on the real dataset's pool (:func:`official_budget`)."""
-    budgets = budget_table(runs[(runs["paradigm"] == "ul") & (runs["dataset"] == dataset)])
-    images = budgets.set_index("method")["images_seen"] if len(budgets) else pd.Series(dtype=float)
-    real = {m: official_budget(m, dataset)["images_seen"] for m in ("cap", "grip", "cpl")}
-    return {"sim_grip_over_cap": float(images.get("grip", np.nan) / images.get("cap", np.nan)),
-            "sim_cpl_over_cap": float(images.get("cpl", np.nan) / images.get("cap", np.nan)),
-            "real_grip_over_cap": real["grip"] / real["cap"], "real_per_class": get_dataset(dataset).train_per_class}
