@@ -186,7 +186,9 @@ def test_paradigms_and_baselines_run(tmp_path):
     assert zs["headline"] == pytest.approx(source.problem.zero_shot_accuracy("test"))
     for method in ("fpl", "grip", "cpl"):
         r = results(tmp_path / method, method=method, rounds=2, baseline_epochs=1)
-        assert 0 <= r["headline"] <= 100
+        test = r["metrics"]["test_predictions"]  # the headline recomputed from the record's own predictions
+        assert r["headline"] == pytest.approx(100 * np.mean(np.asarray(test["pred"]) == np.asarray(test["label"])))
+        assert r["headline"] != pytest.approx(zs["headline"]), f"{method} trained: its predictions moved"
         assert len(r["history"]) == (1 if method == "fpl" else 2)
     cpl = results(tmp_path / "cpl", method="cpl", rounds=2, baseline_epochs=1)
     assert cpl["history"][0]["mean_candidates"] >= 1

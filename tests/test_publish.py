@@ -9,6 +9,7 @@ import pandas as pd
 from cap.config import as_dict
 from cap.experiments.matrix import plan
 from cap.experiments.publish import notebook_figures, publish_records, publish_sources, site_folder
+from cap.experiments.provenance import current_fingerprint
 from cap.experiments.records import write_record
 
 
@@ -28,6 +29,11 @@ def test_every_record_is_published_with_one_csv_row(tmp_path):
     assert len(csv) == len(table) == 2
     assert csv.loc[a.key, "harmonic_mean"] == 61.5 and csv.loc[a.key, "config.method"] == "cap"
     assert csv.loc[b.key, "state"] == "failed" and csv.loc[b.key, "error"] == "RuntimeError: boom"
+    assert csv.loc[a.key, "code"] == current_fingerprint()  # every row names the code that made it
+    record = json.loads((records / "sim" / f"run-{a.key}.json").read_text())
+    record["code"]["fingerprint"] = "0" * 16
+    (records / "sim" / f"run-{a.key}.json").write_text(json.dumps(record))
+    assert publish_records(records).set_index("key").loc[a.key, "state"] == "stale (made by other code)"
     (records / "sim" / f"failed-{b.key}.json").unlink()
     publish_records(records)
     assert not (out / "sim" / f"failed-{b.key}.json").exists(), "a record removed is unpublished"

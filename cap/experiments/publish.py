@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from cap.experiments.records import RECORD_VERSION, record_problem
+from cap.experiments.records import RECORD_VERSION, code_problem, record_problem
 
 CSV_NAME = "runs.csv"
 RESULT_KEYS = ("top1", "seen", "unseen", "harmonic_mean")
 RESULT_COLUMNS = ["profile", "record", "key", "state", "headline", *RESULT_KEYS, "wall_seconds", "train_seconds",
-                  "device", "written", "python", "torch", "open_clip_torch"]
+                  "device", "written", "code", "commit", "dirty", "python", "torch", "open_clip_torch"]
 
 
 def site_folder(records_root: str | Path) -> Path:
@@ -44,10 +44,14 @@ def record_row(profile: str, path: Path) -> dict:
     state = results.get("status", "?")
     if record.get("version", 1) != RECORD_VERSION:
         state = f"stale (record version {record.get('version', 1)})"
+    elif code_problem(record):
+        state = "stale (made by other code)"
+    code = record.get("code") if isinstance(record.get("code"), dict) else {}
     row = {"profile": profile, "record": path.name, "key": record.get("key"), "state": state,
            "headline": results.get("headline"), **{k: metrics.get(k) for k in RESULT_KEYS},
            "wall_seconds": results.get("wall_seconds"), "train_seconds": results.get("train_seconds"),
-           "device": results.get("device"), "written": record.get("written"), "python": env.get("python"),
+           "device": results.get("device"), "written": record.get("written"), "code": code.get("fingerprint"),
+           "commit": code.get("commit"), "dirty": code.get("dirty"), "python": env.get("python"),
            "torch": env.get("versions", {}).get("torch"), "open_clip_torch": env.get("versions", {}).get("open_clip_torch"),
            "error": results.get("error")}
     return row | {f"config.{k}": v for k, v in config.items()}
