@@ -163,3 +163,22 @@ def test_evidence_text():
         "not testable here: no backbone"
     assert claims.evidence_text({"id": "figure6", "kind": "robust", "sim_verdict": "no runs", "sim_units": 0}) == \
         "no runs with a result yet"
+
+
+def test_findings_by_hand():
+    table = pd.DataFrame([
+        {"id": "a", "claim": "CAP beats GRIP (Table 1).", "kind": "paired", "sim_verdict": "supported",
+         "sim_effect": 1.84, "sim_low": 0.52, "sim_high": 3.1},
+        {"id": "b", "claim": "The margin lowers ECE (Figure 9).", "kind": "calibration", "sim_verdict": "contradicted",
+         "sim_effect": -2.5, "sim_low": -4.0, "sim_high": -1.0},
+        {"id": "c", "claim": "Robust to k (Figure 6).", "kind": "robust", "sim_verdict": "supported",
+         "sim_effect": 9.0, "sim_low": 8.0, "sim_high": 10.0},
+        {"id": "d", "claim": "Larger backbone (Table 4).", "kind": "untestable", "sim_verdict": "not testable here",
+         "sim_effect": float("nan"), "sim_low": float("nan"), "sim_high": float("nan")}])
+    text = claims.findings(table, largest=1)
+    assert text.startswith("Of the paper's 4 claims checked here, the concept simulator supports 2, contradicts 1 "
+                           "and leaves 0 inconclusive; 1 are not testable in a simulation.")
+    # the largest effect in points among paired, calibration and close claims: −2.5 (a range is not an effect)
+    assert "The margin lowers ECE: −2.5 points [−4.0, −1.0]." in text and "CAP beats GRIP" not in text
+    assert "Contradicted: The margin lowers ECE." in text and text.endswith("need CLIP on the real datasets.")
+    assert claims.findings(table.assign(kind="untestable")).startswith("No claim has runs")

@@ -75,3 +75,33 @@ def test_sources_are_published_as_text_with_an_index(tmp_path):
     assert (tmp_path / "site/source/cap/core/margin.py.txt").read_text() == "M = 1\n"
     index = (tmp_path / "site/source/index.html").read_text()
     assert '<a href="notebooks/pages/table1.md.txt">notebooks/pages/table1.md</a>' in index
+
+
+def test_only_regular_record_files_are_published_and_the_others_are_named(tmp_path):
+    """A records folder with links out of it, a FIFO and a dangling link builds a site holding
+    none of them, and says which it skipped."""
+    import os
+
+    records = tmp_path / "records"
+    (run,) = plan("table1", "sim", datasets=["eurosat"], paradigms=["ul"], methods=["cap"], seeds=[1])
+    write_record(records / "sim", "run", as_dict(run.config), {"status": "ok", "headline": 50.0, "error": "=HYPERLINK(1)"})
+    secret = tmp_path / "secret.txt"
+    secret.write_text("password")
+    (records / "sim" / "run-aaaaaaaaaaaa.json").symlink_to(secret)
+    (records / "sim" / "run-bbbbbbbbbbbb.json").symlink_to(tmp_path / "missing.json")
+    os.mkfifo(records / "sim" / "failed-cccccccccccc.json")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "run-dddddddddddd.json").write_text("{}")
+    (records / "linked").symlink_to(outside)
+    table = publish_records(records)
+    out = site_folder(records) / "records"
+    published = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert published == ["runs.csv", f"sim/run-{run.key}.json"] and len(table) == 1
+    assert sorted(table.attrs["skipped"]) == ["linked: a link (not followed)",
+                                              "sim/failed-cccccccccccc.json: not a regular file",
+                                              "sim/run-aaaaaaaaaaaa.json: a link (not followed)",
+                                              "sim/run-bbbbbbbbbbbb.json: a link (not followed)"]
+    assert "password" not in (out / "runs.csv").read_text()
+    # a text cell that a spreadsheet would run as a formula is written as text
+    assert pd.read_csv(out / "runs.csv")["error"].tolist() == ["'=HYPERLINK(1)"]

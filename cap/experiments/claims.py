@@ -336,3 +336,29 @@ def evidence_text(row: dict, profile: str = "sim") -> str:
     if kind == "paired":
         text += f"; better in a random cell with probability {number(get('p_better'), 2)}"
     return f"{text}; {units}; {reps}"
+
+
+def findings(table: pd.DataFrame, profile: str = "sim", largest: int = 4) -> str:
+    """A short abstract of what the records show (Markdown): the verdict counts, the ``largest``
+    judged effects in points with their intervals, what contradicts the paper, and the caveat."""
+    from cap.experiments.report import number
+
+    verdicts = table[f"{profile}_verdict"]
+    counts = {v: int((verdicts == v).sum()) for v in VERDICTS}
+    judged = table[verdicts.isin(("supported", "contradicted", "inconclusive"))
+                   & table["kind"].isin(("paired", "calibration", "close"))]
+    if not len(judged):
+        return "No claim has runs with a result yet: `make book` runs the simulated study."
+    text = (f"Of the paper's {len(table)} claims checked here, the concept simulator supports {counts['supported']}, "
+            f"contradicts {counts['contradicted']} and leaves {counts['inconclusive']} inconclusive; "
+            f"{counts['not testable here']} are not testable in a simulation. ")
+    top = judged.reindex(judged[f"{profile}_effect"].abs().sort_values(ascending=False).index)[:largest]
+    text += "The largest effects (mean over datasets and paradigms, 95 % interval over replicates): " + "; ".join(
+        f"{row['claim'].split(' (')[0].rstrip('.')}: {number(row[f'{profile}_effect'], signed=True)} points "
+        f"[{number(row[f'{profile}_low'], signed=True)}, {number(row[f'{profile}_high'], signed=True)}]"
+        for row in top.to_dict("records")) + ". "
+    against = table[verdicts == "contradicted"]["claim"].tolist()
+    text += ("Contradicted: " + "; ".join(c.split(" (")[0].rstrip(".") for c in against) + ". ") if against else \
+        "Nothing the simulator can test contradicts the paper. "
+    return text + ("These are simulations: they test whether CAP's mechanisms do what the paper says where the "
+                   "ground truth is known, not the paper's numbers, which need CLIP on the real datasets.")

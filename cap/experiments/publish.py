@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,11 +59,44 @@ def record_row(profile: str, path: Path) -> dict:
     return row | {f"config.{k}": v for k, v in config.items()}
 
 
+def record_files(records_root: str | Path) -> tuple[list[Path], list[str]]:
+    """The record files under ``records_root/<profile>/`` that may be published, and why each other
+    entry named like a record was skipped. Only regular files count, reached without following a
+    link: a link (even to a record), a dangling link, a FIFO or a folder is never read or copied,
+    so nothing outside the records folder reaches the site and nothing blocks the build."""
+    records_root = Path(records_root)
+    files, skipped = [], []
+    entries = sorted(records_root.iterdir()) if records_root.is_dir() else []
+    skipped += [f"{entry.name}: a link (not followed)" for entry in entries if entry.is_symlink()]
+    for folder in (entry for entry in entries if not entry.is_symlink() and entry.is_dir()):
+        for path in sorted(folder.iterdir()):
+            if not path.name.startswith(("run-", "failed-")) or not path.name.endswith(".json"):
+                continue
+            mode = os.lstat(path).st_mode
+            if stat.S_ISLNK(mode):
+                skipped.append(f"{folder.name}/{path.name}: a link (not followed)")
+            elif not stat.S_ISREG(mode):
+                skipped.append(f"{folder.name}/{path.name}: not a regular file")
+            else:
+                files.append(path)
+    return files, skipped
+
+
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value):
+    """A text cell a spreadsheet would run as a formula (starting with =, +, -, @, tab or CR) gets a
+    leading apostrophe (OWASP's advice for CSV injection); numbers and other text are unchanged."""
+    if isinstance(value, str) and value.startswith(_FORMULA):
+        return "'" + value
+    return value
+
+
 def runs_table(records_root: str | Path) -> pd.DataFrame:
     """Every record under ``records_root/<profile>/`` (runs and failures), one row each."""
-    rows = [record_row(path.parent.name, path) for path in sorted(Path(records_root).glob("*/*.json"))
-            if path.name.startswith(("run-", "failed-"))]
-    frame = pd.DataFrame(rows)
+    files, _ = record_files(records_root)
+    frame = pd.DataFrame([record_row(path.parent.name, path) for path in files])
     for column in RESULT_COLUMNS:
         if column not in frame:
             frame[column] = pd.Series(dtype=object)
@@ -69,18 +104,21 @@ def runs_table(records_root: str | Path) -> pd.DataFrame:
 
 
 def publish_records(records_root: str | Path, out: str | Path | None = None) -> pd.DataFrame:
-    """Copy every record to ``<out>/records/<profile>/`` and write ``<out>/records/runs.csv``;
-    return the table written. Records no longer present are removed from ``out``."""
+    """Copy every record file (:func:`record_files`) to ``<out>/records/<profile>/`` and write
+    ``<out>/records/runs.csv`` (text cells safe to open in a spreadsheet); return the table written,
+    whose ``attrs["skipped"]`` lists the entries left out and why. Records no longer present are
+    removed from ``out``."""
     records_root = Path(records_root)
     target = Path(out or site_folder(records_root)) / "records"
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
-    for path in sorted(records_root.glob("*/*.json")):
-        if path.name.startswith(("run-", "failed-")):
-            (target / path.parent.name).mkdir(exist_ok=True)
-            shutil.copy2(path, target / path.parent.name / path.name)
+    files, skipped = record_files(records_root)
+    for path in files:
+        (target / path.parent.name).mkdir(exist_ok=True)
+        shutil.copyfile(path, target / path.parent.name / path.name)
     table = runs_table(records_root)
-    table.to_csv(target / CSV_NAME, index=False)
+    table.map(spreadsheet_safe).to_csv(target / CSV_NAME, index=False)
+    table.attrs["skipped"] = skipped
     return table
 
 
