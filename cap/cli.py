@@ -13,9 +13,17 @@ from cap.atomic import writable_folder
 from cap.errors import CapError, ParameterError
 
 
+def _yaml_value(value: str, where: str):
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ParameterError(f"{where}: {value!r} is not a YAML value ({problem}); quote it or fix its syntax") from None
+
+
 def _parameters(pairs: list[list[str]]) -> dict:
     # Values are YAML scalars, as with papermill's -p: 3 -> int, 0.5 -> float, null -> None.
-    return {name: yaml.safe_load(value) for name, value in pairs}
+    return {name: _yaml_value(value, f"-p {name}") for name, value in pairs}
 
 
 # YAML 1.1 reads 1e-3 as a string (it wants 1.0e-3); a command line means the number.
@@ -26,7 +34,7 @@ def _assignment(item: str) -> tuple[str, object]:
     if "=" not in item:
         raise ParameterError(f"--set takes KEY=VALUE pairs, got {item!r}")
     key, value = item.split("=", 1)
-    return key, float(value) if _EXPONENT.fullmatch(value.strip()) else yaml.safe_load(value)
+    return key, float(value) if _EXPONENT.fullmatch(value.strip()) else _yaml_value(value, f"--set {key}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,9 +130,17 @@ def _book_summary(args) -> int:
 _RUN_FLAGS = ("dataset", "paradigm", "method", "seed", "backend")
 
 
+def _folder_argument(value: str | None, flag: str) -> str | None:
+    """An empty folder argument would write into the working directory: refuse it."""
+    if value is not None and not str(value).strip():
+        raise ParameterError(f"{flag} is empty; give a folder (e.g. {flag} book/_generated/records)")
+    return value
+
+
 def _run(args) -> int:
-    from cap.config import make_config
-    from cap.experiments.records import read_current_record
+    from cap.config import as_dict, make_config, resolve
+    from cap.experiments.locks import RunLock
+    from cap.experiments.records import config_hash, read_current_record
     from cap.experiments.runs import run
 
     overrides = dict(_assignment(item) for item in args.set)
@@ -132,9 +148,15 @@ def _run(args) -> int:
         key, _, value = item.partition("=")
         if key in _RUN_FLAGS:
             raise ParameterError(f"--set {item}: {key} has a flag of its own; use --{key} {value} instead")
-    config = make_config(dataset=args.dataset, paradigm=args.paradigm, method=args.method, seed=args.seed,
-                         backend=args.backend, **overrides)
-    path = run(config, args.out, force=args.force)
+    config = resolve(make_config(dataset=args.dataset, paradigm=args.paradigm, method=args.method, seed=args.seed,
+                                 backend=args.backend, **overrides))
+    out = writable_folder(_folder_argument(args.out, "--out"), "records folder", "choose another --out or make it writable")
+    key = config_hash(as_dict(config))
+    with RunLock(key, out) as lock:  # as `cap runs` does: two commands never train one run at once
+        if not lock.held:
+            raise CapError(f"run {key} is being trained by another process (it holds {lock.path}): wait for it to "
+                           "finish; its record will be in the same folder")
+        path = run(config, out, force=args.force)
     results = read_current_record(path)["results"]
     print(f"{args.method} on {args.dataset} ({args.paradigm}, seed {args.seed}): "
           f"{results['headline']:.2f}  record: {path}")
@@ -222,6 +244,7 @@ def _runs(args) -> int:
         return 0
     if args.status or args.watch is not None:
         return _runs_progress(args, selected)
+    _folder_argument(args.records, "--records")
     writable_folder(args.records or DEFAULT_RECORDS / args.profile, "records folder",
                     "choose another --records or make it writable")  # before any run starts
     states = run_matrices(args.profile, args.matrix, args.dataset, args.paradigm, args.method, args.seeds,

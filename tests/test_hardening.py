@@ -108,6 +108,13 @@ BAD_COMMANDS = {
     "empty listing": (lambda t: ["runs", "--list", "--seeds", "99"], ["matches --seeds 99", "--list"]),
     "binary class file": (lambda t: ["data", "check", "dtd", "--root", _binary_split_root(t)],
                           ["class_names.txt is not a UTF-8 text file", "byte 0x80", "getting_the_data"]),
+    "empty --out": (lambda t: ["run", "--dataset", "dtd", "--out", ""], ["--out is empty", "give a folder"]),
+    "empty --records": (lambda t: ["runs", "--matrix", "table1", "--seeds", "1", "--records", " "],
+                        ["--records is empty"]),
+    "malformed --set": (lambda t: ["runs", "--list", "--set", "epochs=[1"],
+                        ["--set epochs: '[1' is not a YAML value", "quote it"]),
+    "malformed -p": (lambda t: ["notebook", "run", "notebooks/run.md", t / "x.ipynb", "-p", "seeds", "{bad"],
+                     ["-p seeds: '{bad' is not a YAML value"]),
 }
 
 
@@ -441,3 +448,35 @@ def test_the_book_summary_lists_failed_runs_and_pages_and_strict_mode_fails(caps
     code, out, _ = cli(capsys, "book", "summary", *select, "--strict")
     assert code == 0 and "all 5 sim runs have a result" in out
     assert not build_problems(generated, matrices=["table1"], datasets=["eurosat"], paradigms=["ul"], seeds=[1])
+
+
+
+def test_two_run_commands_never_train_one_run_at_once(capsys, tmp_path):
+    from cap.experiments.locks import RunLock
+
+    key = key_of()
+    with RunLock(key, tmp_path) as held:  # another `cap run` (or runner) is training it
+        assert held.held
+        code, _, err = cli(capsys, "run", "--dataset", "dtd", "--out", tmp_path, "--set", *SMALL_SET)
+    assert_one_clear_error(code, err, f"run {key} is being trained by another process", "wait for it")
+    assert not (tmp_path / f"run-{key}.json").exists()
+    code, out, _ = cli(capsys, "run", "--dataset", "dtd", "--out", tmp_path, "--set", *SMALL_SET)
+    assert code == 0 and (tmp_path / f"run-{key}.json").is_file()  # once free, it trains
+
+
+def test_a_record_whose_headline_is_no_accuracy_is_stale(tmp_path):
+    (planned,) = plan("table1", "sim", datasets=["eurosat"], paradigms=["ul"], methods=["zero_shot"], seeds=[1])
+    for headline in (1e308, -1e9, float("nan")):
+        write_record(tmp_path, "run", as_dict(planned.config), {"status": "ok", "headline": headline})
+        status = record_status(planned.key, tmp_path)
+        assert status.state == "stale" and "not an accuracy in [0, 100]" in status.detail
+
+
+def test_a_sweep_of_a_selection_field_is_refused():
+    from cap.experiments.matrix import MatrixError, parse_matrix
+
+    base = {"title": "t", "datasets": ["eurosat"], "paradigms": ["ul"], "methods": ["cap"], "seeds": [1],
+            "profiles": {"sim": {}}}
+    for field, values in (("seed", [1, 2]), ("dataset", ["dtd"]), ("method", ["fpl"]), ("paradigm", ["ssl"])):
+        with pytest.raises(MatrixError, match=f"a sweep cannot vary '{field}'"):
+            parse_matrix("x", base | {"sweep": {"field": field, "values": values}})

@@ -71,3 +71,12 @@ def test_a_damaged_history_is_refused_with_what_to_do(tmp_path):
     path.write_text('{"verdicts": {}}')
     with pytest.raises(CapError, match="a JSON list of snapshots"):
         verdict_log.read_history(path)
+
+
+def test_the_verdicts_command_records_nothing_while_runs_are_missing(tmp_path, capsys):
+    from cap.cli import main
+
+    history = tmp_path / "verdicts.json"
+    assert main(["book", "verdicts", "--records", str(tmp_path / "records"), "--history", str(history)]) == 0
+    out = capsys.readouterr().out
+    assert "no runs" in out and "unchanged" in out and not history.exists()

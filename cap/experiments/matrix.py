@@ -205,6 +205,9 @@ def parse_matrix(name: str, raw: dict) -> Matrix:
         if not isinstance(sweep, dict) or set(sweep) != {"field", "values"} or not sweep["values"]:
             raise MatrixError(f"{where}: sweep must be {{field: NAME, values: [...]}}, got {sweep!r}")
         sweep_field, sweep_values = sweep["field"], tuple(sweep["values"])
+        if sweep_field in ("dataset", "paradigm", "method", "seed"):
+            raise MatrixError(f"{where}: a sweep cannot vary {sweep_field!r} (every run would collapse into one); "
+                              f"list the values under '{sweep_field}s' instead")
         for value in sweep_values:
             _check_changes(f"{where}, sweep", {sweep_field: value}, raw["datasets"])
     scopes = raw["profiles"]

@@ -101,6 +101,9 @@ def record_problem(record: object, path: str | Path) -> str | None:
         value = (record[parent] if parent else record).get(leaf)
         if isinstance(value, bool) or not isinstance(value, types):
             return f"field {name!r} is missing or not a {getattr(types, '__name__', 'number')}"
+    headline = record["results"].get("headline")
+    if kind == "run" and not (isinstance(headline, (int, float)) and 0 <= headline <= 100):
+        return f"its headline {headline!r} is not an accuracy in [0, 100]"
     if (record["kind"], record["key"]) != (kind, key):
         return f"its kind and key ({record['kind']}, {record['key']}) do not match its file name"
     if config_hash(record["config"]) != key:
