@@ -421,3 +421,29 @@ def confidence_and_accuracy(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["dataset", "paradigm", "variant", "sweep", "seed", "confidence", "accuracy", "ece"])
 
 
+
+
+# -- the simulator's zero-shot calibration --------------------------------------------------------
+def reliability(confidence, correct, n_bins: int = 15) -> pd.DataFrame:
+    """A reliability diagram's bars: per non-empty equal-width confidence bin (the bins of
+    :func:`metrics.expected_calibration_error`), its images, mean confidence and accuracy (percent)."""
+    confidence, correct = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=bool)
+    bins = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
+    rows = [{"bin": int(b), "low": 100 * b / n_bins, "high": 100 * (b + 1) / n_bins, "images": int((bins == b).sum()),
+             "confidence": 100 * float(confidence[bins == b].mean()), "accuracy": 100 * float(correct[bins == b].mean())}
+            for b in np.unique(bins)]
+    return pd.DataFrame(rows, columns=["bin", "low", "high", "images", "confidence", "accuracy"])
+
+
+def zero_shot_calibration(test_features, text_features, test_labels, logit_scale: float) -> dict:
+    """Zero-shot accuracy, mean confidence (max softmax probability) and ECE (15 and 20 bins, in
+    percent) of features as CLIP scores them, with the 15-bin reliability bars."""
+    logits = logit_scale * np.asarray(test_features, dtype=np.float64) @ np.asarray(text_features, dtype=np.float64).T
+    logits -= logits.max(1, keepdims=True)
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    confidence, pred = probs.max(1), probs.argmax(1)
+    correct = pred == np.asarray(test_labels)
+    return {"accuracy": 100 * float(correct.mean()), "confidence": 100 * float(confidence.mean()),
+            "ece": metrics.expected_calibration_error(confidence, correct, 15),
+            "ece_20": metrics.expected_calibration_error(confidence, correct, 20),
+            "bins": reliability(confidence, correct, 15)}

@@ -55,3 +55,13 @@ def reference_number(method: str, paradigm: str, dataset: str) -> ReferenceNumbe
         if (ref.method, ref.paradigm, ref.dataset) == (method, paradigm, dataset):
             return ref
     return None
+
+
+def reference_zero_shot_calibration(dataset: str) -> dict:
+    """Published zero-shot CLIP calibration of ``dataset`` per backbone (``{backbone: {accuracy,
+    ece}}``, empty when none is known) with the source's citation and status."""
+    raw = _read()["zero_shot_calibration"]
+    dataset = get_dataset(dataset).name
+    values = {backbone: numbers[dataset] for backbone, numbers in raw.items() if backbone != "source"
+              and dataset in numbers}
+    return {"cite": raw["source"]["cite"], "verified": raw["source"]["status"] == "verified", "values": values}
