@@ -12,6 +12,14 @@ from cap.experiments import analysis, claims
 from cap.experiments.matrix import matrix_names
 
 
+@pytest.fixture(autouse=True)
+def one_replicate_counts(monkeypatch):
+    """The hand-computed cases use one or two replicates per unit: the rule's minimum is lowered to
+    one here (test_too_few_replicates_give_no_verdict checks the real minimum)."""
+    settings = claims.rule() | {"min_replicates": 1}
+    monkeypatch.setattr(claims, "rule", lambda: settings)
+
+
 def runs(rows):
     """A runs frame as report.collect makes it, from (dataset, paradigm, method, variant, sweep, seed, value)."""
     frame = pd.DataFrame(rows, columns=["dataset", "paradigm", "method", "variant", "sweep", "seed", "value"])
@@ -182,3 +190,19 @@ def test_findings_by_hand():
     assert "The margin lowers ECE: −2.5 points [−4.0, −1.0]." in text and "CAP beats GRIP" not in text
     assert "Contradicted: The margin lowers ECE." in text and text.endswith("need CLIP on the real datasets.")
     assert claims.findings(table.assign(kind="untestable")).startswith("No claim has runs")
+
+
+
+def test_too_few_replicates_give_no_verdict(monkeypatch):
+    monkeypatch.undo()  # the rule as claims.yml states it: at least three replicates per unit
+    assert claims.rule()["min_replicates"] == 3
+    two = runs([(d, "ul", m, "default", None, seed, 50.0 + (1.0 if m == "cap" else 0.0) + seed)
+                for d in ("dtd", "cub") for m in ("cap", "cpl") for seed in (1, 2)])
+    judged = claims.judge_paired(two, {"method": "cap"}, {"method": "cpl"})
+    assert judged["verdict"] == claims.TOO_FEW and judged["short_units"] == 2
+    three = pd.concat([two, runs([("dtd", "ul", m, "default", None, 3, 53.0 + (1.0 if m == "cap" else 0.0))
+                                  for m in ("cap", "cpl")])])
+    judged = claims.judge_paired(three, {"method": "cap"}, {"method": "cpl"})  # dtd has 3: it alone counts
+    assert (judged["units"], judged["short_units"], judged["verdict"]) == (1, 1, "supported")
+    row = {"id": "x", "kind": "paired", "sim_verdict": claims.TOO_FEW, "sim_units": 0}
+    assert claims.evidence_text(row) == "no unit has 3 replicates with a result yet"

@@ -37,6 +37,7 @@ from cap.experiments import statistics
 from cap.experiments.analysis import planted_mismatch
 
 VERDICTS = ("supported", "contradicted", "inconclusive", "not testable here")
+TOO_FEW = "too few replicates"  # no unit has the rule's minimum of replicates: no verdict yet
 RULE_TEXT = {
     "paired": "mean paired effect over dataset × paradigm cells; supported when its 95 % interval is above 0, "
               "contradicted when below 0",
@@ -124,9 +125,16 @@ def _evidence(units: pd.DataFrame, effect: float, low: float, high: float, verdi
             "verdict": verdict, "table": units} | extra
 
 
-def _no_units(columns) -> dict:
+def _no_units(columns, verdict: str = "no runs") -> dict:
     return {"effect": float("nan"), "low": float("nan"), "high": float("nan"), "units": 0, "agree": 0, "disagree": 0,
-            "replicates": 0, "verdict": "no runs", "table": pd.DataFrame(columns=columns)}
+            "replicates": 0, "verdict": verdict, "table": pd.DataFrame(columns=columns)}
+
+
+def _enough(keys: list, strata: list) -> tuple[list, list, int]:
+    """The units with at least the rule's ``min_replicates`` (a bootstrap of fewer has no spread to
+    speak of), and how many were left out."""
+    kept = [(k, s) for k, s in zip(keys, strata) if len(s) >= rule()["min_replicates"]]
+    return [k for k, _ in kept], [s for _, s in kept], len(keys) - len(kept)
 
 
 # -- the judges --------------------------------------------------------------------------------
@@ -157,15 +165,19 @@ def judge_paired(runs: pd.DataFrame, better: dict, worse: dict, relative: bool =
     """Evidence for "``better`` beats ``worse``": the mean paired effect with its interval, each
     unit's, the probability of improvement on a random unit and (``relative``) the mean relative
     gain in percent of ``worse``, with its interval."""
+    columns = list(unit) + ["effect", "low", "high", "replicates"]
     pairs = replicate_pairs(runs, better, worse, unit)
     if not pairs:
-        return _no_units(list(unit) + ["effect", "low", "high", "replicates"])
+        return _no_units(columns)
+    pairs, _, short = _enough(pairs, [f for _, f in pairs])
+    if not pairs:
+        return _no_units(columns, TOO_FEW) | {"short_units": short}
     keys = [labels for labels, _ in pairs]
     diffs = [(f["better"] - f["worse"]).to_numpy() for _, f in pairs]
     effect, low, high, own = _interval(diffs)
     units = _unit_rows(keys, diffs).assign(better=[f["better"].mean() for _, f in pairs],
                                            worse=[f["worse"].mean() for _, f in pairs])
-    extra = {"p_better": statistics.probability_of_improvement(own)}
+    extra = {"p_better": statistics.probability_of_improvement(own), "short_units": short}
     if relative:  # per replicate, the gain relative to the unit's mean of ``worse``
         gains = [100 * d / f["worse"].mean() for d, (_, f) in zip(diffs, pairs)]
         extra |= dict(zip(("relative", "relative_low", "relative_high"), _interval(gains)[:3]))
@@ -178,7 +190,8 @@ def judge_close(runs: pd.DataFrame, better: dict, worse: dict, tolerance: float)
     if not judged["units"]:
         return judged
     return _evidence(judged["table"], judged["effect"], judged["low"], judged["high"],
-                     _verdict(judged["low"], judged["high"], -tolerance), bound=-tolerance)
+                     _verdict(judged["low"], judged["high"], -tolerance), bound=-tolerance,
+                     short_units=judged["short_units"])
 
 
 def judge_robust(runs: pd.DataFrame, tolerance: float, exclude=()) -> dict:
@@ -192,12 +205,16 @@ def judge_robust(runs: pd.DataFrame, tolerance: float, exclude=()) -> dict:
         if len(wide) and wide.shape[1] > 1:
             keys.append({"dataset": dataset, "values": wide.shape[1]})
             strata.append(wide.to_numpy())
+    columns = ["dataset", "values", "effect", "low", "high", "replicates"]
     if not strata:
-        return _no_units(["dataset", "values", "effect", "low", "high", "replicates"])
+        return _no_units(columns)
+    keys, strata, short = _enough(keys, strata)
+    if not strata:
+        return _no_units(columns, TOO_FEW) | {"short_units": short}
     effect, low, high, _ = _interval(strata, statistics.sweep_range, lambda x: x.max(-1))
     units = _unit_rows(keys, strata, statistics.sweep_range)
     verdict = "supported" if high <= tolerance else "contradicted" if low > tolerance else "inconclusive"
-    evidence = _evidence(units, effect, low, high, verdict)
+    evidence = _evidence(units, effect, low, high, verdict, short_units=short)
     # a dataset agrees when its own interval is inside the tolerance, disagrees when outside
     return evidence | {"agree": int((units["high"] <= tolerance).sum()), "disagree": int((units["low"] > tolerance).sum())}
 
@@ -229,13 +246,15 @@ def judge_detection(runs: pd.DataFrame) -> dict:
     frame = pd.DataFrame(rows, columns=["dataset", "recall", "precision"])
     if not len(frame):
         return _no_units(["dataset", "effect", "low", "high", "replicates"])
-    groups = list(frame.groupby("dataset", sort=False))
-    strata = [g["recall"].to_numpy() for _, g in groups]
+    groups, strata, short = _enough(list(frame.groupby("dataset", sort=False)),
+                                    [g["recall"].to_numpy() for _, g in frame.groupby("dataset", sort=False)])
+    if not strata:
+        return _no_units(["dataset", "effect", "low", "high", "replicates"], TOO_FEW) | {"short_units": short}
     effect, low, high, _ = _interval(strata)
     units = _unit_rows([{"dataset": d} for d, _ in groups], strata).assign(
         precision=[g["precision"].mean() for _, g in groups])
     return _evidence(units, effect, low, high, _verdict(low, high, 50.0), bound=50.0,
-                     precision=float(frame["precision"].mean()))
+                     precision=float(frame["precision"].mean()), short_units=short)
 
 
 def judge_claim(test: dict, runs_of) -> dict:
@@ -318,12 +337,16 @@ def evidence_text(row: dict, profile: str = "sim") -> str:
     kind = row["kind"]
     if kind == "untestable":
         return f"not testable here: {get('reason')}"
+    if get("verdict") == TOO_FEW:
+        return f"no unit has {rule()['min_replicates']} replicates with a result yet"
     if get("verdict") == "no runs" or not get("units"):
         return "no runs with a result yet"
     noun = {"paired": "dataset × paradigm cells"}.get(kind, "datasets")
     interval = f"[{number(get('low'), signed=kind != 'detection')}, {number(get('high'), signed=kind != 'detection')}]"
     units = f"{int(get('agree'))} of {int(get('units'))} {noun} agree on their own, {int(get('disagree'))} disagree"
     reps = f"{int(get('replicates'))}+ replicates each"
+    if get("short_units"):
+        reps += f" ({int(get('short_units'))} with fewer left out)"
     if kind == "robust":
         return f"largest change across the swept values {number(get('effect'))} points, 95 % interval {interval}; " \
                f"{units}; {reps}"

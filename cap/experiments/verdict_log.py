@@ -71,7 +71,7 @@ def record_snapshot(path: str | Path, new: dict) -> bool:
     """Append ``new`` to the history in ``path`` unless its verdicts, rule and code are the last
     snapshot's; return whether it was appended. A snapshot with runs missing is never recorded."""
     history = read_history(path)
-    if any(v["verdict"] == "no runs" for v in new["verdicts"].values()):
+    if any(v["verdict"] in ("no runs", claim_rule.TOO_FEW) for v in new["verdicts"].values()):
         return False
     if history and _same(history[-1], new):
         return False
