@@ -167,8 +167,7 @@ def test_evidence_text():
     assert claims.evidence_text(row) == (
         "+2.3 points, 95 % interval [+0.6, +4.0] (+4.6 % relative, [+1.0, +8.2]); better in a random cell with "
         "probability 0.72; 12 of 18 dataset × paradigm cells agree on their own, 2 disagree; 3+ replicates each")
-    assert claims.evidence_text({"id": "table4", "kind": "untestable", "sim_reason": "no backbone"}) == \
-        "not testable here: no backbone"
+    assert claims.evidence_text({"id": "table4", "kind": "untestable", "sim_reason": "no backbone"}) == "no backbone"
     assert claims.evidence_text({"id": "figure6", "kind": "robust", "sim_verdict": "no runs", "sim_units": 0}) == \
         "no runs with a result yet"
 

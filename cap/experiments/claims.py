@@ -73,11 +73,16 @@ def claims() -> tuple[dict, ...]:
     return tuple(_file()["claims"])
 
 
+PROSE = ("reason", "exclude_reason")  # explanations of a test, which decide no verdict
+
+
 def rule_fingerprint() -> str:
     """A hash of everything that decides a verdict: the rule's settings (its history aside) and
-    every claim's test. A change to any threshold changes it; tests pin it to the rule's version."""
+    every claim's test (its explanations aside). A change to any threshold changes it; tests pin it
+    to the rule's version."""
     settings = {k: v for k, v in rule().items() if k not in ("version", "history")}
-    text = json.dumps({"rule": settings, "tests": {c["id"]: c["test"] for c in claims()}}, sort_keys=True)
+    tests = {c["id"]: {k: v for k, v in c["test"].items() if k not in PROSE} for c in claims()}
+    text = json.dumps({"rule": settings, "tests": tests}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -336,7 +341,7 @@ def evidence_text(row: dict, profile: str = "sim") -> str:
     get = lambda key: row.get(f"{profile}_{key}")  # noqa: E731
     kind = row["kind"]
     if kind == "untestable":
-        return f"not testable here: {get('reason')}"
+        return get("reason")
     if get("verdict") == TOO_FEW:
         return f"no unit has {rule()['min_replicates']} replicates with a result yet"
     if get("verdict") == "no runs" or not get("units"):
