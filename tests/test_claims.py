@@ -42,12 +42,16 @@ def test_paired_effect_interval_and_verdict_by_hand():
     judged = claims.judge_paired(frame, {"method": "cap"}, {"method": "cpl"}, relative=True)
     units = judged["table"].set_index("dataset")
     assert units["effect"].to_dict() == pytest.approx({"dtd": 3.0, "cub": -0.3, "eurosat": -3.0})
-    assert (units.loc["dtd", "low"], units.loc["dtd", "high"]) == pytest.approx((2.0, 4.0))
+    # a unit's own interval is Student's t: dtd 3 ∓ t(0.975, 1) × sd / √2 = 3 ∓ 12.706 (two replicates say little)
+    assert (units.loc["dtd", "low"], units.loc["dtd", "high"]) == pytest.approx((3 - 12.706, 3 + 12.706), abs=1e-3)
     assert units.loc["eurosat", "replicates"] == 2
-    assert (judged["agree"], judged["disagree"], judged["units"]) == (1, 2, 3)
-    # the mean over cells, −0.1, with an interval between the extreme resamples (2 − 0.4 − 5)/3 and (4 − 0.2 − 1)/3
+    assert (judged["agree"], judged["disagree"], judged["units"]) == (0, 0, 3)  # every unit's interval holds 0
+    # the mean over cells, −0.1; each cell's replicates spread about its mean by √2 before resampling, so the
+    # interval lies between (3 − √2 − 0.3 − 0.1√2 − 3 − 2√2)/3 and (3 + √2 − 0.3 + 0.1√2 − 3 + 2√2)/3
     assert judged["effect"] == pytest.approx(-0.1)
-    assert -3.4 / 3 <= judged["low"] < 0 < judged["high"] <= 2.8 / 3 and judged["verdict"] == "inconclusive"
+    r = np.sqrt(2)
+    assert (-0.3 - 3.1 * r) / 3 - 1e-9 <= judged["low"] < 0 < judged["high"] <= (-0.3 + 3.1 * r) / 3 + 1e-9
+    assert judged["verdict"] == "inconclusive"
     assert judged["p_better"] == pytest.approx(1 / 3)
     # relative: per replicate 100 × difference / the cell's mean CPL: dtd 4, 8; cub −0.33, −0.66; eurosat −11.1, −2.2
     assert judged["relative"] == pytest.approx((6 - 100 * 0.3 / 60.3 - 100 * 3 / 45) / 3)

@@ -13,17 +13,19 @@ def test_constant_replicates_give_a_point_interval():
 
 
 def test_two_units_by_hand():
-    # unit A: replicates 0 and 2 (resampled mean 0, 1 or 2 with chances 1/4, 1/2, 1/4); unit B: one replicate, 4.
-    # The mean over units is 2, 2.5 or 3 with chances 1/4, 1/2, 1/4: the 95 % interval is [2, 3], the estimate 2.5.
+    # unit A: replicates 0 and 2, spread about their mean 1 by √(2/1): 1 ∓ √2; its resampled mean is
+    # 1 − √2, 1 or 1 + √2 with chances 1/4, 1/2, 1/4. Unit B: one replicate, 4 (nothing to spread).
+    # The mean over units is (5 ∓ √2)/2 or 2.5: the 95 % interval is [(5 − √2)/2, (5 + √2)/2].
     estimate, low, high, _ = stratified_bootstrap([np.array([0.0, 2.0]), np.array([4.0])], mean_of_replicates)
-    assert (estimate, low, high) == (2.5, 2.0, 3.0)
+    assert estimate == 2.5 and (low, high) == pytest.approx(((5 - np.sqrt(2)) / 2, (5 + np.sqrt(2)) / 2))
 
 
-def test_each_unit_resamples_its_own_replicates():
-    # B's replicates never mix with A's: B's spread alone sets the width of its own interval
-    a, b = np.array([5.0, 5.0, 5.0]), np.array([-1.0, 1.0, -1.0, 1.0])
+def test_a_units_own_interval_is_students_t():
+    # B's replicates never mix with A's. B = 2, 4, 6: mean 4, sd 2, t(0.975, 2) = 4.303: 4 ∓ 4.303 × 2 / √3
+    a, b = np.array([5.0, 5.0, 5.0]), np.array([2.0, 4.0, 6.0])
     (ea, la, ha), (eb, lb, hb) = unit_intervals([a, b])
-    assert (ea, la, ha) == (5.0, 5.0, 5.0) and eb == 0.0 and -1.0 <= lb < 0 < hb <= 1.0
+    assert (ea, la, ha) == (5.0, 5.0, 5.0) and eb == 4.0
+    assert (lb, hb) == pytest.approx((4 - 4.3027 * 2 / np.sqrt(3), 4 + 4.3027 * 2 / np.sqrt(3)), abs=1e-3)
 
 
 def test_the_range_of_a_sweep_by_hand():

@@ -45,7 +45,7 @@ RULE_TEXT = {
                    "zero-shot confusion groups); supported when its 95 % interval is above 0, contradicted when below",
     "robust": "equivalence: the largest change across the swept values (the largest over datasets of the range of "
               "the values' means); supported when its 95 % interval is inside the tolerance, contradicted when "
-              "outside",
+              "outside (the largest of noisy ranges leans high: a claim near its tolerance reads inconclusive)",
     "close": "non-inferiority: mean paired effect over datasets; supported when its 95 % interval is above "
              "−tolerance, contradicted when below",
     "detection": "mean recall of the known mismatched classes over datasets; supported when its 95 % interval is "
@@ -103,6 +103,8 @@ def rule_table() -> pd.DataFrame:
 # -- intervals ---------------------------------------------------------------------------------
 def _interval(strata, per_unit=statistics.mean_of_replicates, combine=lambda x: x.mean(-1)):
     settings = rule()
+    if settings.get("interval") != "corrected_stratified_bootstrap":
+        raise ValueError(f"claims.yml: unknown interval {settings.get('interval')!r}")
     return statistics.stratified_bootstrap(strata, per_unit, combine, confidence=settings["confidence"],
                                            resamples=settings["resamples"])
 
