@@ -82,6 +82,7 @@ def test_the_fingerprint_covers_number_code_and_not_presentation(tmp_path):
 
 
 def test_every_record_names_its_commit_and_fingerprint(tmp_path):
+    provenance.code_version.cache_clear()  # read now, as git is read below (a commit may have come since import)
     path = write_record(tmp_path, "run", {"dataset": "eurosat"}, {"status": "ok", "headline": 1.0})
     code = read_current_record(path)["code"]
     head = subprocess.run(["git", "-C", str(PACKAGE), "rev-parse", "HEAD"], capture_output=True, text=True)
