@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cap.experiments import analysis
+from cap.experiments import analysis, calibration
 
 
 def runs(rows):
@@ -135,12 +135,12 @@ def test_per_class_against_zero_shot():
 
 def test_reliability_and_zero_shot_calibration_by_hand():
     # 15 bins: ceil(.55 × 15) − 1 = 8, ceil(.65 × 15) − 1 = 9, ceil(.95 × 15) − 1 = 14 (twice)
-    bins = analysis.reliability([0.55, 0.65, 0.95, 0.95], [True, False, True, False], n_bins=15)
+    bins = calibration.reliability([0.55, 0.65, 0.95, 0.95], [True, False, True, False], n_bins=15)
     assert bins["bin"].tolist() == [8, 9, 14] and bins["images"].tolist() == [1, 1, 2]
     assert bins["accuracy"].tolist() == [100.0, 0.0, 50.0] and bins["confidence"].tolist() == pytest.approx([55, 65, 95])
     # two classes, logit scale 1: logits (ln 3, 0) → confidence 3/4 for class 0; the second image is wrong
     text = np.eye(2)
     images = np.array([[np.log(3.0), 0.0], [np.log(3.0), 0.0]])
-    result = analysis.zero_shot_calibration(images, text, [0, 1], logit_scale=1.0)
+    result = calibration.zero_shot_calibration(images, text, [0, 1], logit_scale=1.0)
     assert result["accuracy"] == 50.0 and result["confidence"] == pytest.approx(75.0)
     assert result["ece"] == pytest.approx(25.0) and result["ece_20"] == pytest.approx(25.0)  # |50 − 75| in one bin

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cap.experiments import analysis, claims
+from cap.experiments import analysis, calibration, claims
 from cap.experiments.matrix import matrix_names
 
 
@@ -117,7 +117,7 @@ def test_calibration_scores_and_judge_by_hand():
     frame = pd.DataFrame([
         {"dataset": "dtd", "paradigm": "ul", "method": "cap", "variant": v, "sweep": None, "seed": 1, "state": "done",
          "value": 0.0, "record": r} for v, r in (("margin", with_margin), ("no_margin", without))])
-    scores = analysis.calibration_scores(frame, {("dtd", 1): [(1, 0)]})
+    scores = calibration.calibration_scores(frame, {("dtd", 1): [(1, 0)]})
     planted = scores[scores["view"] == "planted"].set_index("variant")
     # planted pair (0, 1): the text of 0 drifts to 1's images: victim 1, attractor 0
     assert planted.loc["no_margin", "victim_accuracy"] == 50.0 and planted.loc["no_margin", "victim_to_attractor"] == 50.0

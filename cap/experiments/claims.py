@@ -228,7 +228,7 @@ def judge_robust(runs: pd.DataFrame, tolerance: float, exclude=()) -> dict:
 
 def judge_calibration(scores: pd.DataFrame, measure: str, view: str, with_margin: str = "margin",
                       without: str = "no_margin") -> dict:
-    """Evidence for a Figure 9 claim on one view (``scores`` from ``analysis.calibration_scores``):
+    """Evidence for a Figure 9 claim on one view (``scores`` from ``calibration.calibration_scores``):
     per dataset, replicate by replicate, accuracy(with) − accuracy(without), or ECE(without) −
     ECE(with) (positive: the margin lowers the error)."""
     frame = scores[scores["view"] == view].assign(state="done", paradigm="ul")
@@ -253,8 +253,8 @@ def judge_detection(runs: pd.DataFrame) -> dict:
     frame = pd.DataFrame(rows, columns=["dataset", "recall", "precision"])
     if not len(frame):
         return _no_units(["dataset", "effect", "low", "high", "replicates"])
-    groups, strata, short = _enough(list(frame.groupby("dataset", sort=False)),
-                                    [g["recall"].to_numpy() for _, g in frame.groupby("dataset", sort=False)])
+    by_dataset = list(frame.groupby("dataset", sort=False))
+    groups, strata, short = _enough(by_dataset, [g["recall"].to_numpy() for _, g in by_dataset])
     if not strata:
         return _no_units(["dataset", "effect", "low", "high", "replicates"], TOO_FEW) | {"short_units": short}
     effect, low, high, _ = _interval(strata)
@@ -267,7 +267,7 @@ def judge_detection(runs: pd.DataFrame) -> dict:
 def judge_claim(test: dict, runs_of) -> dict:
     """Evidence and verdict of one claim's ``test``; ``runs_of(matrix)`` gives a matrix's runs
     (:func:`cap.experiments.report.collect` for one profile)."""
-    from cap.experiments.analysis import calibration_scores, confusion_groups_by_dataset
+    from cap.experiments.calibration import calibration_scores, confusion_groups_by_dataset
 
     kind = test["kind"]
     if kind == "untestable":

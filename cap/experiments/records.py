@@ -176,7 +176,8 @@ def record_status(key: str, records_dir: str | Path) -> RunStatus:
             problem = f"cannot be read ({err})"
         if problem:
             return RunStatus("failed", f"{failed.name} (unreadable: {problem})")
-        if code_problem(record):  # a failure of other code says nothing of this code's: try again
-            return RunStatus("missing", f"failed with other code: {code_problem(record)}")
+        other_code = code_problem(record)
+        if other_code:  # a failure of other code says nothing of this code's: try again
+            return RunStatus("missing", f"failed with other code: {other_code}")
         return RunStatus("failed", record["results"]["error"])
     return RunStatus("missing")

@@ -1,0 +1,82 @@
+"""Calibration: CAP's margin on confusion groups (Figure 9) and the simulator's zero-shot
+confidence beside CLIP's, computed from records or features for the pages, each function tested."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from cap.core import metrics
+from cap.experiments.report import done_records
+
+
+# -- Figure 9: the margin on confusion groups and on the planted pairs --------------------------
+def confusion_groups_by_dataset(zero_shot_runs: pd.DataFrame, paradigm: str = "ul") -> dict[tuple[str, int], list]:
+    """Per dataset and replicate (seed: on the simulator, its draw of the problem), the confusion
+    groups of zero-shot CLIP's test predictions, ties broken by the confusions' confidence, then
+    class names (:func:`metrics.confusion_groups`)."""
+    out = {}
+    for labels, record in done_records(zero_shot_runs):
+        key = (labels["dataset"], labels["seed"])
+        if labels["paradigm"] != paradigm or key in out:
+            continue
+        test = record["results"]["metrics"]["test_predictions"]
+        names = record["results"]["classnames"]
+        out[key] = metrics.confusion_groups(test["label"], test["pred"], len(names),
+                                            confidence=test["confidence"], names=names)
+    return out
+
+
+def planted_pairs(record: dict) -> list[tuple[int, int]]:
+    """The simulator's planted confusion pairs of a record as (victim, attractor): the attractor's
+    text drifts toward the victim's images. Empty on real data."""
+    truth = record["results"].get("ground_truth") or {}
+    return [(b, a) for a, b in truth.get("confusion_pair_indices", [])]
+
+
+def calibration_scores(runs: pd.DataFrame, groups: dict[str, list]) -> pd.DataFrame:
+    """Per run and view, local accuracy and local ECE averaged over the view's groups: ``groups``
+    (zero-shot confusion groups of the run's dataset and replicate, the paper's measure) and
+    ``planted`` (the simulator's planted pairs, with the victim's accuracy and its share of images
+    lost to the attractor)."""
+    rows = []
+    for labels, record in done_records(runs):
+        test = record["results"]["metrics"]["test_predictions"]
+        args = (test["label"], test["pred"], test["confidence"])
+        own = groups.get((labels["dataset"], labels["seed"]), [])
+        views = {"groups": [metrics.group_scores(*args, g) for g in own],
+                 "planted": [metrics.pair_scores(*args, v, a) for v, a in planted_pairs(record)]}
+        for view, scores in views.items():
+            if scores:
+                rows.append({"dataset": labels["dataset"], "variant": labels["variant"], "seed": labels["seed"],
+                             "view": view, "groups": len(scores)} |
+                            {key: float(np.mean([s[key] for s in scores])) for key in scores[0]})
+    columns = ["dataset", "variant", "seed", "view", "groups", "accuracy", "ece", "victim_accuracy",
+               "victim_to_attractor"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+# -- the simulator's zero-shot calibration --------------------------------------------------------
+def reliability(confidence, correct, n_bins: int = 15) -> pd.DataFrame:
+    """A reliability diagram's bars: per non-empty equal-width confidence bin (the bins of
+    :func:`metrics.expected_calibration_error`), its images, mean confidence and accuracy (percent)."""
+    confidence, correct = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=bool)
+    bins = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
+    rows = [{"bin": int(b), "low": 100 * b / n_bins, "high": 100 * (b + 1) / n_bins, "images": int((bins == b).sum()),
+             "confidence": 100 * float(confidence[bins == b].mean()), "accuracy": 100 * float(correct[bins == b].mean())}
+            for b in np.unique(bins)]
+    return pd.DataFrame(rows, columns=["bin", "low", "high", "images", "confidence", "accuracy"])
+
+
+def zero_shot_calibration(test_features, text_features, test_labels, logit_scale: float) -> dict:
+    """Zero-shot accuracy, mean confidence (max softmax probability) and ECE (15 and 20 bins, in
+    percent) of features as CLIP scores them, with the 15-bin reliability bars."""
+    logits = logit_scale * np.asarray(test_features, dtype=np.float64) @ np.asarray(text_features, dtype=np.float64).T
+    logits -= logits.max(1, keepdims=True)
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    confidence, pred = probs.max(1), probs.argmax(1)
+    correct = pred == np.asarray(test_labels)
+    return {"accuracy": 100 * float(correct.mean()), "confidence": 100 * float(confidence.mean()),
+            "ece": metrics.expected_calibration_error(confidence, correct, 15),
+            "ece_20": metrics.expected_calibration_error(confidence, correct, 20),
+            "bins": reliability(confidence, correct, 15)}
