@@ -37,6 +37,8 @@ class RunConfig:
     sim_test_per_class: int | None = None
     sim_confusion_strength: float | None = None  # planted confusion strength override (None: preset; diagnostics)
     sim_hard_fraction: float | None = None  # share of hard images override (None: preset; diagnostics)
+    sim_mismatch_alignment: float | None = None  # how much of a mismatched text still points at its images (None: preset; diagnostics)
+    sim_logit_scale: float | None = None  # a fixed logit scale instead of the one calibrated to CLIP's zero-shot ECE (diagnostics)
     sim_classes: int | None = None  # simulate only this many of the dataset's classes (None: all; diagnostics)
     sim_prompt_lr_scale: float = 0.1  # the feature backend's maps learn at this times the prompt lr (see models/features.py)
 

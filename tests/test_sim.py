@@ -147,11 +147,11 @@ def test_the_offsets_cosine_is_the_modality_alignment():
 
 
 def test_aligned_offsets_leave_most_zero_shot_predictions(problems):
-    # the simulator page: 87 – 97 % of the zero-shot predictions as with orthogonal offsets
+    # 84 – 96 % of the zero-shot predictions as with orthogonal offsets (EuroSAT lowest)
     for name, p in problems.items():
         plain = make_problem(name, seed=0, modality_alignment=0.0)
         agree = (plain.zero_shot_predictions() == p.zero_shot_predictions()).mean()
-        assert 0.85 <= agree < 1.0, (name, agree)
+        assert 0.8 <= agree < 1.0, (name, agree)
 
 
 def test_published_clip_geometry_beside_the_simulated():
@@ -225,11 +225,47 @@ def test_bad_description_settings_name_the_value():
         preset_config("eurosat", description_shift=(0.8, 0.2))
 
 
-def test_simulated_zero_shot_is_overconfident(problems):
-    # a stated limitation (book/simulator.md): confidence well above accuracy on every preset
-    from cap.core.numeric import softmax
+def test_zero_shot_calibration_matches_published_clip_on_every_preset():
+    # The logit scale is calibrated so that each preset's zero-shot ECE (15 bins) is the published
+    # CLIP value (ViT-B/16, C-TPT); over the three draws a study's replicates use, on test images of
+    # the sim profile's size, every preset lands within 3 points of it. RESISC45 and CUB have no
+    # published value: their target is the mean of the four published ones.
+    from cap.experiments.calibration import zero_shot_calibration
+    from cap.experiments.references import reference_zero_shot_calibration
 
-    for name, p in problems.items():
-        probs = softmax(p.logits(p.test_features))
-        accuracy = (probs.argmax(1) == p.test_labels).mean()
-        assert probs.max(1).mean() > accuracy + 0.1, (name, probs.max(1).mean(), accuracy)
+    published = {name: reference_zero_shot_calibration(name)["values"].get("vit_b16", {}).get("ece")
+                 for name in dataset_names()}
+    proxy = np.mean([v for v in published.values() if v is not None])
+    for name in dataset_names():
+        target = preset_config(name).target_zero_shot_ece
+        assert target == pytest.approx(published[name] if published[name] is not None else proxy, abs=0.05), name
+        eces = []
+        for seed in (1, 2, 3):
+            p = make_problem(name, seed=seed, n_test_per_class=100)
+            eces.append(zero_shot_calibration(p.test_features, p.text_features, p.test_labels, p.logit_scale)["ece"])
+            assert p.logit_scale <= 100.0
+        assert abs(np.mean(eces) - target) <= 3.0, (name, eces, target)
+
+
+def test_the_calibrated_scale_changes_no_prediction_and_is_what_the_source_uses():
+    calibrated = make_problem("dtd", seed=2, n_train_per_class=40, n_test_per_class=10)
+    fixed = make_problem("dtd", seed=2, n_train_per_class=40, n_test_per_class=10, target_zero_shot_ece=None)
+    assert fixed.logit_scale == 100.0 and calibrated.logit_scale < 100.0
+    np.testing.assert_array_equal(calibrated.zero_shot_predictions(), fixed.zero_shot_predictions())
+    np.testing.assert_allclose(calibrated.logits(calibrated.test_features) * 100.0 / calibrated.logit_scale,
+                               fixed.logits(fixed.test_features), rtol=1e-5, atol=1e-4)
+
+
+def test_calibrated_scale_by_hand():
+    # Two images, both with cosines (0.1, 0): one is right. Every confidence is 1 / (1 + e^(-0.1 s)),
+    # one bin, so ECE = |confidence - 0.5|; a target of 10 points needs confidence 0.6:
+    # e^(-0.1 s) = 2/3, s = 10 ln 1.5 = 4.0547.
+    from cap.sim.generator import _calibrate_scale
+
+    cosines, labels = np.array([[0.1, 0.0], [0.1, 0.0]]), np.array([0, 1])
+    config = preset_config("eurosat", target_zero_shot_ece=10.0)
+    assert _calibrate_scale(cosines, labels, config) == pytest.approx(10 * np.log(1.5), rel=1e-6)
+    # a target below what any scale reaches (here 0: confidence 0.5 at s = 0) stops where confidence
+    # meets accuracy; one above what CLIP's scale gives keeps CLIP's scale
+    assert _calibrate_scale(cosines, labels, preset_config("eurosat", target_zero_shot_ece=0.0)) == pytest.approx(0, abs=1e-6)
+    assert _calibrate_scale(cosines, labels, preset_config("eurosat", target_zero_shot_ece=60.0)) == 100.0

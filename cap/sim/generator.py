@@ -4,7 +4,9 @@ Image features of each class form a cluster on the unit sphere. Classes come in 
 neighbours (as in fine-grained datasets), and all image features share a common offset, as do all
 text features (the modality gap). The text feature of a class points at its image cluster, up to a
 text error made of its neighbours' directions; the error's size is calibrated so that zero-shot
-top-1 matches CLIP ViT-B/32 on the mirrored dataset. On top of that, two planted faults:
+top-1 matches CLIP ViT-B/32 on the mirrored dataset, and the logit scale is calibrated so that its
+zero-shot confidence is as (mis)calibrated as CLIP's is published to be. On top of that, two
+planted faults:
 
 * concept mismatch: the class text points almost entirely away from every image, so the class
   is (almost) never predicted and its images are spread over other classes;
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cap.core.metrics import expected_calibration_error
 from cap.core.numeric import unit as _unit
 from cap.data.registry import get_dataset
 from cap.errors import check_int
@@ -85,13 +88,16 @@ def generate(config: SimConfig, seed: int, classnames: list[str], mismatched: li
     if config.target_zero_shot is not None:
         noise = _calibrate(class_texts, train_x, train_y, config.target_zero_shot / 100)
     desc = descriptions(rng, geometry, config, name_directions(noise))
+    scale = config.logit_scale
+    if config.target_zero_shot_ece is not None:
+        scale = _calibrate_scale(train_x @ class_texts(noise).T, train_y, config)
     return SimProblem(
         config=config, seed=seed, classnames=classnames,
         train_features=train_x, train_labels=train_y, test_features=test_x, test_labels=test_y,
         text_features=class_texts(noise).astype(np.float32), descriptions=desc.features,
         description_quality=desc.quality, description_kinds=desc.kinds,
         mismatched=sorted(mismatched), confusion_pairs=pairs, families=geometry.families,
-        class_means=geometry.means.astype(np.float32), calibrated_text_noise=float(noise),
+        class_means=geometry.means.astype(np.float32), calibrated_text_noise=float(noise), logit_scale=float(scale),
     )
 
 
@@ -257,3 +263,38 @@ def _calibrate(class_texts, features: np.ndarray, labels: np.ndarray, target: fl
         log.warning("zero-shot accuracy %.1f%% is the closest reachable to the target %.1f%%",
                     accuracy(best) * 100, target * 100)
     return best
+
+
+def _calibrate_scale(cosines: np.ndarray, labels: np.ndarray, config: SimConfig) -> float:
+    """The logit scale whose zero-shot ECE (15 bins, percent) on images with these class-text
+    ``cosines`` is closest to ``config.target_zero_shot_ece``, at most ``config.logit_scale``.
+
+    Confidence rises with the scale while predictions stay. Below the scale where mean confidence
+    meets accuracy the model is underconfident; above it the ECE grows with the scale, so the search
+    stays above it (zero-shot CLIP is overconfident) and stops there, at the lowest ECE, when the
+    target lies below."""
+    cosines = np.asarray(cosines, dtype=np.float64)
+    correct = cosines.argmax(1) == labels
+    target, highest = config.target_zero_shot_ece, config.logit_scale
+
+    def confidence(scale: float) -> np.ndarray:
+        logits = scale * (cosines - cosines.max(1, keepdims=True))
+        return 1 / np.exp(logits).sum(1)  # the max softmax probability (its logit is 0)
+
+    def ece(scale: float) -> float:
+        return expected_calibration_error(confidence(scale), correct, 15)
+
+    def bisect(too_low, low: float, high: float) -> float:
+        for _ in range(40):
+            mid = (low + high) / 2
+            low, high = (mid, high) if too_low(mid) else (low, mid)
+        return high
+
+    if confidence(highest).mean() <= correct.mean() or ece(highest) <= target:
+        return highest
+    met = bisect(lambda s: confidence(s).mean() < correct.mean(), 0.0, highest)
+    if ece(met) >= target:
+        log.warning("zero-shot ECE %.1f%% (where confidence meets accuracy) is the closest reachable to the target "
+                    "%.1f%%", ece(met), target)
+        return met
+    return bisect(lambda s: ece(s) < target, met, highest)

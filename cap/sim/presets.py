@@ -37,7 +37,7 @@ class SimConfig:
     text_noise_spread: float = 0.3  # log-normal spread of the per-class text-error size
     mismatch_alignment: float = 0.0  # weight of a mismatched text's own image direction (0: none)
     confusion_fraction: float = 0.3  # share of classes in a planted confusion pair
-    confusion_strength: float = 2.0  # weight of b's image direction in a's text
+    confusion_strength: float = 1.0  # weight of b's image direction in a's text (presets.yml says why 1.0)
     n_descriptions: int = 5
     # Candidate descriptions (the simulated LLM descriptions): each is drawn as one of three kinds with
     # these probabilities, so a class may have no informative one at all.
@@ -46,7 +46,12 @@ class SimConfig:
     description_informative: float = 0.4  # moves from the class name toward the class's images
     description_shift: tuple[float, float] = (0.3, 0.7)  # range of that move (informative) or lean (sibling)
     description_paraphrase: float = 0.3  # size of the random wording noise on every description
-    logit_scale: float = 100.0
+    logit_scale: float = 100.0  # CLIP's; with a target ECE, the most the calibrated scale may reach
+    # Confidence: the simulated cosines spread wider than CLIP's (an image's class text stands out more),
+    # so at CLIP's scale of 100 zero-shot confidence is far too high (ECE 23-57 points). The scale that
+    # turns cosines into logits is calibrated instead, so that zero-shot confidence is as (mis)calibrated
+    # as published for CLIP; it changes no prediction (the argmax of a scaled row is the same).
+    target_zero_shot_ece: float | None = None  # percent (15 bins); None: use ``logit_scale`` as given
 
     def validate(self) -> SimConfig:
         check_int("n_train_per_class", self.n_train_per_class, 1)
@@ -59,6 +64,8 @@ class SimConfig:
             check_int("n_classes", self.n_classes, 2)
         if self.target_zero_shot is not None:
             check_float("target_zero_shot", self.target_zero_shot, 0.0, 100.0)
+        if self.target_zero_shot_ece is not None:
+            check_float("target_zero_shot_ece", self.target_zero_shot_ece, 0.0, 100.0)
         check_float("family_weight", self.family_weight, 0.0, 0.99)
         for name in ("image_noise", "image_gap", "text_gap", "text_noise", "confusion_strength"):
             check_float(name, getattr(self, name), 0.0)

@@ -29,6 +29,7 @@ class SimProblem:
     families: np.ndarray  # (C,) family id of each class
     class_means: np.ndarray = field(repr=False)  # (C, d) class image directions, before offset and noise
     calibrated_text_noise: float = 0.0
+    logit_scale: float = 100.0  # turns cosines into logits: calibrated to the preset's zero-shot ECE
 
     @property
     def n_classes(self) -> int:
@@ -41,7 +42,7 @@ class SimProblem:
     def logits(self, features: np.ndarray, text: np.ndarray | None = None) -> np.ndarray:
         """CLIP logits: logit_scale * cosine(features, text); text defaults to the class texts."""
         text = self.text_features if text is None else text
-        return self.config.logit_scale * features @ text.T
+        return self.logit_scale * features @ text.T
 
     def zero_shot_predictions(self, split: str = "test") -> np.ndarray:
         features = {"train": self.train_features, "test": self.test_features}[split]
@@ -92,6 +93,7 @@ class SimProblem:
             "confusion_pair_indices": [(int(a), int(b)) for a, b in self.confusion_pairs],  # a's text drifts to b's images
             "description_kinds": self.description_kinds.tolist(),
             "calibrated_text_noise": self.calibrated_text_noise,
+            "logit_scale": self.logit_scale,
             "config": asdict(self.config),
             "seed": self.seed,
         }

@@ -31,7 +31,10 @@ class SimSource(Source):
                                            ("n_test_per_class", config.sim_test_per_class),
                                            ("confusion_strength", config.sim_confusion_strength),
                                            ("hard_fraction", config.sim_hard_fraction),
+                                           ("mismatch_alignment", config.sim_mismatch_alignment),
                                            ("n_classes", config.sim_classes)) if v is not None)
+        if config.sim_logit_scale is not None:
+            sizes += (("target_zero_shot_ece", None), ("logit_scale", config.sim_logit_scale))
         problem = _sim_problem(config.dataset, config.sim_seed, sizes)
         self.problem = problem
         super().__init__(
@@ -41,7 +44,7 @@ class SimSource(Source):
             split=paradigm_split(config, problem.train_labels, problem.n_classes),
             zero_shot_image=problem.train_features,
             zero_shot_text=problem.text_features,
-            logit_scale=problem.config.logit_scale,
+            logit_scale=problem.logit_scale,
         )
         self._train = torch.from_numpy(problem.train_features)
         self._test = torch.from_numpy(problem.test_features)
