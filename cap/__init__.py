@@ -8,20 +8,20 @@ The names a user wants, by layer (imported on first use, so ``import cap`` stays
 * runs (:mod:`cap.config`, :mod:`cap.methods`, :mod:`cap.experiments`): ``RunConfig``,
   ``make_config``, ``CapTrainer``, ``run``, ``run_matrices``.
 
-Importing ``cap`` also makes a later ``import torchvision`` work on a CPU-only torch paired with a
-CUDA torchvision wheel (:mod:`cap._torchvision`).
+On a CPU-only torch paired with a CUDA torchvision wheel, ``import torchvision`` (and so
+``import open_clip``) fails unless :func:`ensure_torchvision_importable` runs first; the modules of
+``cap`` that need torchvision call it themselves, code of your own that imports open_clip calls it
+once (:mod:`cap._torchvision`). ``import cap`` itself changes nothing.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from cap._torchvision import ensure_torchvision_importable, install_hook
+from cap._torchvision import ensure_torchvision_importable
 from cap.errors import CapError
 
 __version__ = "0.1.0"
-
-install_hook()
 
 _PUBLIC = {
     "leaderboard_topk": "cap.core.pseudolabels",

@@ -1,14 +1,12 @@
 """Makes ``import torchvision`` (and so ``import open_clip``) work on a CPU-only torch build paired
-with a CUDA torchvision wheel; see :func:`ensure_torchvision_importable`. The fix runs lazily, right
-before torchvision's first import (``import cap`` installs the hook), so ``import cap`` stays cheap.
+with a CUDA torchvision wheel; see :func:`ensure_torchvision_importable`, which every module of the
+package that imports torchvision or open_clip calls first (``import cap`` alone does nothing).
 """
 
 from __future__ import annotations
 
-import importlib.abc
 import importlib.machinery
 import importlib.util
-import sys
 from pathlib import Path
 
 # Keeps the schema definitions registered for the life of the process.
@@ -46,19 +44,3 @@ def ensure_torchvision_importable() -> bool:
     for op in ("nms", "qnms"):
         _TORCHVISION_SCHEMAS.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     return True
-
-
-class _BeforeTorchvisionImport(importlib.abc.MetaPathFinder):
-    """Runs :func:`ensure_torchvision_importable` once, just before torchvision is first imported."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name == "torchvision":
-            sys.meta_path.remove(self)
-            ensure_torchvision_importable()
-        return None  # the normal finders do the import
-
-
-def install_hook() -> None:
-    """Run the fix right before torchvision's first import (once per process)."""
-    if "torchvision" not in sys.modules and not any(isinstance(f, _BeforeTorchvisionImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _BeforeTorchvisionImport())

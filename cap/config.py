@@ -11,7 +11,8 @@ from typing import Any
 from cap.data.registry import check_paradigm, get_dataset
 from cap.errors import ParameterError, UnknownNameError, check_float, check_int, matches_types
 
-METHOD_NAMES = ("zero_shot", "fpl", "grip", "cpl", "cap")  # registered in cap.methods
+METHOD_TITLES = {"zero_shot": "Zero-shot CLIP", "fpl": "FPL", "grip": "GRIP", "cpl": "CPL", "cap": "CAP"}  # as the paper names them
+METHOD_NAMES = tuple(METHOD_TITLES)  # registered in cap.methods, in this order
 BACKENDS = ("sim", "openclip")
 
 @dataclass(frozen=True)

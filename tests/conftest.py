@@ -5,7 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from cap import ensure_torchvision_importable
+
 ROOT = Path(__file__).resolve().parents[1]
+ensure_torchvision_importable()  # test modules import torchvision and open_clip themselves
 
 
 @pytest.fixture(scope="session")

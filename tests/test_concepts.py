@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cap.core.concepts import align_concepts, choose_descriptions, cluster_centroids, detect_mismatch, find_mismatch
+from cap.core.concepts import align_concepts, choose_descriptions, cluster_centroids, find_mismatch
 from cap.errors import ParameterError, UnknownNameError
 from cap.sim import make_problem
 
@@ -29,7 +29,7 @@ def test_the_class_whose_text_matches_no_cluster_is_mismatched():
     assert result.unmatched == [3] and result.least_predicted == [3]  # t = ceil(4/10) = 1
     assert result.mismatched == [3]
     assert sorted(c for c, _ in result.matches) == [0, 1, 2]
-    assert detect_mismatch(images, text, pred) == [3]
+    assert find_mismatch(images, text, pred).mismatched == [3]
 
 
 def test_warm_start_and_fresh_kmeans_agree_on_clean_clusters():
@@ -48,7 +48,7 @@ def test_well_predicted_leftover_class_is_not_mismatched():
 def test_detection_recovers_planted_classes_on_the_simulator():
     for preset, seed in (("flowers102", 0), ("dtd", 0)):
         p = make_problem(preset, seed)
-        found = detect_mismatch(p.train_features, p.text_features, p.zero_shot_predictions("train"))
+        found = find_mismatch(p.train_features, p.text_features, p.zero_shot_predictions("train")).mismatched
         hits = set(found) & set(p.mismatched)
         assert len(hits) / len(found) >= 0.5 and len(hits) / len(p.mismatched) >= 0.5, (preset, found, p.mismatched)
 

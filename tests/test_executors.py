@@ -284,7 +284,7 @@ def test_a_cancelled_or_preempted_slurm_job_resumes_from_its_checkpoint(slurm, t
     for run in runs:
         references[run.key] = read_current_record(run_config(run.config, tmp_path / "reference"))
         with pytest.raises(RunInterrupted):  # an earlier attempt, killed after its first epoch
-            run_config(run.config, records, stop_after_epoch=0)
+            run_config(run.config, records, stop_after=0)
     follower = threading.Thread(target=run_matrices, args=("sim", ["table1"], ["eurosat"], ["ul"], ["cap"], [2, 3]),
                                 kwargs=dict(records_dir=records, notebooks_dir=notebooks, executor="slurm",
                                             slurm=TEST_SLURM, overrides=LONG))

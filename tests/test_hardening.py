@@ -210,7 +210,7 @@ def test_a_killed_baseline_resumes_after_its_last_round_to_the_same_result(metho
                          baseline_epochs=2)
     whole = read_current_record(run(config, tmp_path / "whole"))["results"]
     with pytest.raises(RunInterrupted, match="after round 1"):
-        run(config, tmp_path / "killed", stop_after_epoch=1)
+        run(config, tmp_path / "killed", stop_after=1)
     assert not list((tmp_path / "killed").glob("run-*.json"))
     assert list((tmp_path / "killed" / "checkpoints").rglob("checkpoint.pt"))
     resumed = read_current_record(run(config, tmp_path / "killed"))["results"]

@@ -79,7 +79,7 @@ def test_finished_run_is_skipped_unless_forced(tmp_path):
 def test_killed_run_resumes_to_the_same_result(tmp_path):
     whole = results(tmp_path / "a")
     with pytest.raises(RunInterrupted):
-        run(make_config(**SMALL), tmp_path / "b", stop_after_epoch=1)
+        run(make_config(**SMALL), tmp_path / "b", stop_after=1)
     assert not list((tmp_path / "b").glob("run-*.json"))
     resumed = load(run(make_config(**SMALL), tmp_path / "b"))["results"]
     assert resumed["metrics"] == whole["metrics"]

@@ -1,11 +1,28 @@
-"""cap/__init__.py: `import cap, open_clip` works on CPU torch with a CUDA torchvision wheel."""
+"""cap/_torchvision.py: torchvision and open_clip import on a CPU torch with a CUDA torchvision wheel."""
 
 from conftest import run_python
 
 
-def test_import_cap_then_open_clip_and_torchvision():
+def test_cap_modules_that_need_torchvision_make_it_importable():
+    # nothing but importing the package's own modules: views imports torchvision, clip open_clip
+    result = run_python("import cap.data.views, cap.models.clip, open_clip, torchvision\nprint('ok')")
+    assert result.returncode == 0, result.stderr
+
+
+def test_import_cap_alone_changes_nothing():
+    # a CPU torch with a CUDA torchvision wheel (this machine) cannot import torchvision by itself;
+    # `import cap` no longer patches the import system, so it still cannot
+    result = run_python("import sys, torch\nimport cap\nassert not any('torchvision' in type(f).__name__.lower() "
+                        "for f in sys.meta_path)\nimport torchvision\n")
+    if result.returncode == 0:  # a matching install: torchvision's own ops load
+        assert "operator torchvision::nms does not exist" not in result.stderr
+    else:
+        assert "torchvision::nms does not exist" in result.stderr, result.stderr
+
+
+def test_ensure_then_open_clip_and_torchvision():
     result = run_python(
-        "import cap, open_clip, torch, torchvision\n"
+        "import cap; cap.ensure_torchvision_importable()\nimport open_clip, torch, torchvision\n"
         "from torchvision import transforms\n"
         "assert hasattr(torch.ops.torchvision, 'nms') and hasattr(torch.ops.torchvision, 'qnms')\n"
         "print(cap._torchvision._TORCHVISION_SCHEMAS is not None, torch.version.cuda is None)\n"

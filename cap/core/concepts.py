@@ -77,11 +77,6 @@ def _find_mismatch(image_features, text_features, zero_shot_pred, logit_scale, s
     return MismatchResult(mismatched, sorted(remaining), least, matches)
 
 
-def detect_mismatch(image_features, text_features, zero_shot_pred, logit_scale: float = 100.0, seed: int = 0) -> list[int]:
-    """Concept-mismatched classes (sorted indices); see :func:`find_mismatch`."""
-    return find_mismatch(image_features, text_features, zero_shot_pred, logit_scale, seed).mismatched
-
-
 DESCRIPTION_CHOICES = ("best_of_n", "first")
 
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from torchvision import transforms as T
+from cap._torchvision import ensure_torchvision_importable
+
+ensure_torchvision_importable()  # before torchvision or open_clip: see cap/_torchvision.py
+from torchvision import transforms as T  # noqa: E402
 
 # RandomResizedCrop's scale range in the official strong view.
 STRONG_CROP_SCALE = (0.08, 1.0)
@@ -33,13 +36,3 @@ def strong_view(image_size: int, mean: Sequence[float], std: Sequence[float]) ->
         T.ToTensor(),
         T.Normalize(mean, std),
     ])
-
-
-def weak_view(preprocess: Callable) -> Callable:
-    """The weak view is the model's own CLIP preprocessing, returned unchanged.
-
-    That is resize + centre crop + normalise with no augmentation, as the official code uses for
-    pseudolabelling and for the reliable and labelled sets: the pseudolabels must come from the
-    same input CLIP was zero-shot evaluated on, and features of this view can be cached.
-    """
-    return preprocess

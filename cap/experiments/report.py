@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cap.config import METHOD_TITLES
 from cap.data.registry import get_dataset
 from cap.experiments.matrix import command, get_profile, load_matrix, plan
 from cap.experiments.records import DEFAULT_RECORDS, record_status
 from cap.experiments.references import reference_number
 
-METHOD_TITLES = {"zero_shot": "Zero-shot CLIP", "fpl": "FPL", "grip": "GRIP", "cpl": "CPL", "cap": "CAP"}
 PARADIGM_TITLES = {"ssl": "SSL", "ul": "UL", "trzsl": "TRZSL"}
 PROFILE_TITLES = {"paper": "Real data", "sim": "Concept simulator"}
 METHOD_COLOURS = {"zero_shot": "#6b6b6b", "fpl": "#1f77b4", "grip": "#2ca02c", "cpl": "#ff7f0e", "cap": "#d62728"}

@@ -26,8 +26,10 @@ from cap.sources import make_source
 log = logging.getLogger(__name__)
 
 
-def run(config: RunConfig, out_dir: str | Path, force: bool = False, stop_after_epoch: int | None = None) -> Path:
-    """Run ``config`` unless its record exists; return the record's path."""
+def run(config: RunConfig, out_dir: str | Path, force: bool = False, stop_after: int | None = None) -> Path:
+    """Run ``config`` unless its record exists; return the record's path. ``stop_after`` (tests of
+    resuming): end as a killed run would, after that epoch (CAP, 0-based) or round (the baselines,
+    1-based), leaving its checkpoint and no record."""
     config = resolve(config)
     out_dir = _records_folder(out_dir)
     path = _existing_record(config, out_dir, force)
@@ -39,7 +41,7 @@ def run(config: RunConfig, out_dir: str | Path, force: bool = False, stop_after_
     method = get_method(config.method)
     try:
         source, backbone = _inputs(config, method)
-        results = method.train(config, source, backbone, run_dir, stop_after_epoch)
+        results = method.train(config, source, backbone, run_dir, stop_after)
     except RunInterrupted:
         raise
     except Exception as err:

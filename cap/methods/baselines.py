@@ -25,7 +25,7 @@ from cap.core.losses import partial_label_loss, single_labels
 from cap.core.pseudolabels import balanced_selection, cpl_candidates, grip_budget, leaderboard_topk
 from cap.methods.checkpoints import (RunInterrupted, load_checkpoint, load_trainable_state, save_checkpoint,
                                      trainable_state)
-from cap.methods.engine import (batch_order, check_finite_losses, dpl_accuracy, evaluate, flatten, initial_dpl,
+from cap.methods.engine import (batch_order, check_finite_losses, dpl_accuracy, evaluate, flatten, zero_shot_leaderboards,
                                 pseudolabel_probs, predict_test, sgd, training_budget, zero_shot_probs)
 
 FPL_PER_CLASS = 16  # Menghini et al.'s FPL: top-16 zero-shot pseudolabels per class
@@ -135,21 +135,21 @@ def train_in_rounds(config: RunConfig, source, backbone, n_rounds: int, one_roun
     return _result(config, source, backbone, state["history"], state["elapsed"] + time.perf_counter() - started)
 
 
-def train_zero_shot(config: RunConfig, source, backbone, run_dir=None, stop_after_epoch=None) -> dict:
+def train_zero_shot(config: RunConfig, source, backbone, run_dir=None, stop_after=None) -> dict:
     """Zero-shot CLIP: no training, the class prompts as they are."""
     return _result(config, source, backbone, [], 0.0)
 
 
-def train_fpl(config: RunConfig, source, backbone, run_dir=None, stop_after_epoch=None) -> dict:
-    """FPL: one round on the zero-shot top-16 leaderboards (``stop_after_epoch``: stop after that round)."""
+def train_fpl(config: RunConfig, source, backbone, run_dir=None, stop_after=None) -> dict:
+    """FPL: one round on the zero-shot top-16 leaderboards (``stop_after``: stop after that round)."""
     unlabelled = np.asarray(source.split.unlabelled, dtype=np.int64)
 
     def one_round(round_: int, probs: np.ndarray) -> dict:
-        dpl = initial_dpl(probs, unlabelled, source.split.pseudolabel_classes, FPL_PER_CLASS)
+        dpl = zero_shot_leaderboards(probs, unlabelled, source.split.pseudolabel_classes, FPL_PER_CLASS)
         entry = {"round": round_, "per_class": FPL_PER_CLASS} | dpl_accuracy(dpl, source.train_labels)
         return entry | fit(backbone, source, config, *_one_hot(dpl, source.n_classes), round_)
 
-    return train_in_rounds(config, source, backbone, 1, one_round, run_dir, stop_after_epoch)
+    return train_in_rounds(config, source, backbone, 1, one_round, run_dir, stop_after)
 
 
 def grip_pseudolabels(config: RunConfig, source, probs: np.ndarray, budget: int):
@@ -194,11 +194,11 @@ def train_rounds(config: RunConfig, source, backbone, pseudolabels, run_dir: Pat
     return train_in_rounds(config, source, backbone, config.rounds, one_round, run_dir, stop_after_round)
 
 
-def train_grip(config: RunConfig, source, backbone, run_dir=None, stop_after_epoch=None) -> dict:
-    """GRIP (``stop_after_epoch``: stop after that round, 1-based)."""
-    return train_rounds(config, source, backbone, grip_pseudolabels, run_dir, stop_after_epoch)
+def train_grip(config: RunConfig, source, backbone, run_dir=None, stop_after=None) -> dict:
+    """GRIP (``stop_after``: stop after that round, 1-based)."""
+    return train_rounds(config, source, backbone, grip_pseudolabels, run_dir, stop_after)
 
 
-def train_cpl(config: RunConfig, source, backbone, run_dir=None, stop_after_epoch=None) -> dict:
-    """CPL (``stop_after_epoch``: stop after that round, 1-based)."""
-    return train_rounds(config, source, backbone, cpl_pseudolabels, run_dir, stop_after_epoch)
+def train_cpl(config: RunConfig, source, backbone, run_dir=None, stop_after=None) -> dict:
+    """CPL (``stop_after``: stop after that round, 1-based)."""
+    return train_rounds(config, source, backbone, cpl_pseudolabels, run_dir, stop_after)

@@ -30,7 +30,7 @@ from cap.data.registry import get_dataset
 from cap.methods.checkpoints import (RunInterrupted, load_checkpoint, load_trainable_state, save_checkpoint,
                                      trainable_state)
 from cap.methods.engine import (batch_order, check_finite_losses, dpl_accuracy, epoch_generator, evaluate, flatten,
-                                initial_dpl, predict_test, sgd, training_budget, zero_shot_probs)
+                                zero_shot_leaderboards, predict_test, sgd, training_budget, zero_shot_probs)
 from cap.models.adapters import Adapters
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ class CapTrainer:
     def initial_dpl(self) -> tuple[dict, dict]:
         """Zero-shot leaderboards, then concept alignment of the mismatched classes."""
         probs = zero_shot_probs(self.source, self.config)
-        dpl = initial_dpl(probs, self.unlabelled, self.classes, self.config.k, self.config.leaderboard_order)
+        dpl = zero_shot_leaderboards(probs, self.unlabelled, self.classes, self.config.k, self.config.leaderboard_order)
         info = {"zero_shot_dpl": dpl_accuracy(dpl, self.source.train_labels)}
         if self.config.concept_alignment:
             aligned = concept_alignment(self.config, self.source, probs, dpl)
@@ -265,7 +265,7 @@ class CapTrainer:
         return refresh_dpl(dpl, new, k_e), k_e
 
     # -- the loop ------------------------------------------------------------------------------
-    def run(self, stop_after_epoch: int | None = None) -> dict:
+    def run(self, stop_after: int | None = None) -> dict:
         """Setup, then per epoch: margin, steps, refresh every ``refresh_every`` epochs, test
         logging every 10; the final model is evaluated without adapters."""
         state = self.restore()
@@ -273,7 +273,7 @@ class CapTrainer:
         for epoch in range(state["epoch"] + 1, self.config.epochs):
             margin = self.epoch_margin(state, epoch)
             self.end_epoch(state, epoch, self.train_epoch(epoch, state["dpl"], margin), margin)
-            stopping = stop_after_epoch is not None and epoch == stop_after_epoch
+            stopping = stop_after is not None and epoch == stop_after
             if stopping or time.perf_counter() - last_saved >= CHECKPOINT_SECONDS:
                 self.save(state, state["elapsed"] + time.perf_counter() - started)
                 last_saved = time.perf_counter()
@@ -347,7 +347,7 @@ class CapTrainer:
             **{name: getattr(self, name).state_dict() for name in self._OPTIMISERS}})
 
 
-def train_cap(config: RunConfig, source, backbone, run_dir: Path, stop_after_epoch: int | None = None) -> dict:
+def train_cap(config: RunConfig, source, backbone, run_dir: Path, stop_after: int | None = None) -> dict:
     """One CAP run (the method registry's entry point)."""
     device = next(iter(backbone.prompt_parameters())).device
-    return CapTrainer(config, source, backbone, run_dir, device).run(stop_after_epoch)
+    return CapTrainer(config, source, backbone, run_dir, device).run(stop_after)

@@ -170,7 +170,7 @@ def pseudolabel_probs(logits: np.ndarray, source, config: RunConfig) -> np.ndarr
     return softmax(logits)
 
 
-def initial_dpl(probs: np.ndarray, unlabelled, classes, k: int, order: str = "sorted") -> dict[int, list[int]]:
+def zero_shot_leaderboards(probs: np.ndarray, unlabelled, classes, k: int, order: str = "sorted") -> dict[int, list[int]]:
     """The initial D_PL of FPL and CAP: top-k leaderboards over the unlabelled pool, as indices into
     the training pool, each list in ``order`` (memoised: every seed and variant of a dataset starts
     from the same one)."""

@@ -19,8 +19,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from cap._torchvision import ensure_torchvision_importable
 from cap.errors import CapError, UnknownNameError
 from cap.models.model_config import ModelConfig
+
+ensure_torchvision_importable()  # before open_clip imports torchvision: see cap/_torchvision.py
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 
 import torch
 
+from cap._torchvision import ensure_torchvision_importable
 from cap.errors import ParameterError, UnknownNameError, check_int
+
+ensure_torchvision_importable()  # before open_clip imports torchvision: see cap/_torchvision.py
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "amp")
 PROMPTS = ("maple", "coop")

@@ -24,11 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cap._torchvision import ensure_torchvision_importable
 from cap.errors import CapError, ParameterError
 from cap.models.backbone import Backbone
 from cap.models.clip import autocast_context, freeze, load_clip, prompt_strings, resolve_precision
 from cap.models.model_config import ModelConfig
 from cap.models.prompts import MaPLePrompts, make_prompts
+
+ensure_torchvision_importable()  # before open_clip imports torchvision: see cap/_torchvision.py
 
 log = logging.getLogger(__name__)
 
