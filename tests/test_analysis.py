@@ -144,3 +144,51 @@ def test_reliability_and_zero_shot_calibration_by_hand():
     result = calibration.zero_shot_calibration(images, text, [0, 1], logit_scale=1.0)
     assert result["accuracy"] == 50.0 and result["confidence"] == pytest.approx(75.0)
     assert result["ece"] == pytest.approx(25.0) and result["ece_20"] == pytest.approx(25.0)  # |50 − 75| in one bin
+
+
+def _margin_scores():
+    rows = []
+    for seed, (acc_m, acc_n, ece_m, ece_n) in {1: (60, 50, 5, 9), 2: (70, 60, 7, 9), 3: (80, None, 1, None)}.items():
+        for variant, acc, ece in (("margin", acc_m, ece_m), ("no_margin", acc_n, ece_n)):
+            if acc is None:
+                continue  # seed 3 has no run without the margin: unpaired
+            for view in ("groups", "planted"):
+                rows.append({"dataset": "dtd", "variant": variant, "seed": seed, "view": view, "groups": 2,
+                             "accuracy": acc, "ece": ece, "victim_accuracy": acc - 10, "victim_to_attractor": 100 - acc})
+    return pd.DataFrame(rows)
+
+
+def test_margin_summary_and_paired_change_by_hand():
+    scores = _margin_scores()
+    # paired seeds 1 and 2: accuracy with (60 + 70) / 2 = 65, without (50 + 60) / 2 = 55, change 10;
+    # ECE 6 against 9, change -3. The summary means over all seeds of each variant: seed 3's 80
+    # makes "with" (60 + 70 + 80) / 3 = 70 there, the change 70 - 55 = 15.
+    assert calibration.paired_change(scores, "accuracy", "margin", "no_margin", "dtd", "groups") == pytest.approx(10)
+    assert calibration.paired_change(scores, "ece", "margin", "no_margin", "dtd", "groups") == pytest.approx(-3)
+    table = calibration.margin_summary(scores, "groups", titles=str.upper)
+    assert list(table["dataset"]) == ["DTD"] and table["pairs"].iloc[0] == 2
+    assert table["local accuracy, with CACM"].iloc[0] == pytest.approx(70)
+    assert table["local accuracy, w/o CACM"].iloc[0] == pytest.approx(55)
+    assert table["local accuracy, change"].iloc[0] == pytest.approx(15)
+    assert table["local ECE, change"].iloc[0] == pytest.approx(13 / 3 - 9)
+    assert calibration.margin_summary(scores, "absent").empty
+
+
+def test_margin_effects_and_whole_test_set_change_by_hand():
+    scores = _margin_scores()
+    whole = pd.DataFrame([{"dataset": "dtd", "variant": v, "seed": s, "confidence": c, "accuracy": a, "ece": e}
+                          for v, s, c, a, e in (("margin", 1, 74, 61, 13), ("no_margin", 1, 70, 60, 11),
+                                                ("margin", 2, 76, 62, 10), ("no_margin", 2, 70, 61, 11))])
+    effects = calibration.margin_effects(scores, whole, [("preset", "margin", "no_margin")])
+    row = effects.iloc[0]
+    # victim accuracy is accuracy - 10: the same change, 10; errors toward the attractor 100 - accuracy: -10
+    assert row["victim accuracy"] == pytest.approx(10) and row["victim → attractor"] == pytest.approx(-10)
+    assert row["local ECE (planted)"] == pytest.approx(-3)
+    assert row["ECE (whole test set)"] == pytest.approx(((13 - 11) + (10 - 11)) / 2)
+    change = calibration.whole_test_set_change(whole)
+    # confidence +4 and +6 -> 5; accuracy +1 and +1 -> 1; ECE +2 and -1 -> 0.5, up in 1 of 2 pairs
+    assert change == pytest.approx({"confidence": 5, "accuracy": 1, "ece": 0.5, "ece_up": 1, "pairs": 2})
+    assert calibration.confidence_reading(change).startswith("Confidence gains 4.0 points more than accuracy")
+    assert calibration.confidence_reading(change | {"accuracy": 9}).startswith("Accuracy gains 4.0 points more")
+    assert "about as much" in calibration.confidence_reading(change | {"accuracy": 4.5})
+    assert calibration.whole_test_set_change(whole.iloc[:0])["pairs"] == 0

@@ -56,6 +56,74 @@ def calibration_scores(runs: pd.DataFrame, groups: dict[str, list]) -> pd.DataFr
     return pd.DataFrame(rows, columns=columns)
 
 
+def margin_summary(scores: pd.DataFrame, view: str, titles=None) -> pd.DataFrame:
+    """Per dataset: one view's local accuracy and local ECE with the margin (variant ``margin``),
+    without it (``no_margin``), mean over seeds, and the change (with − without). ``titles`` maps
+    a dataset name to the title shown (default the name)."""
+    part = scores[scores["view"] == view]
+    if not len(part):
+        return pd.DataFrame()
+    means = part.groupby(["dataset", "variant"], sort=False)[["accuracy", "ece", "groups"]].mean().unstack("variant")
+    out = pd.DataFrame({"dataset": [titles(d) if titles else d for d in means.index],
+                        "pairs": means[("groups", "margin")].round().astype("Int64").values})
+    for measure, title in (("accuracy", "local accuracy"), ("ece", "local ECE")):
+        out[f"{title}, with CACM"] = means[(measure, "margin")].values
+        out[f"{title}, w/o CACM"] = means[(measure, "no_margin")].values
+        out[f"{title}, change"] = (means[(measure, "margin")] - means[(measure, "no_margin")]).values
+    return out
+
+
+def paired_change(frame: pd.DataFrame, column: str, with_: str, without: str, dataset: str,
+                  view: str | None = None) -> float:
+    """Mean over seeds of ``column`` in variant ``with_`` minus variant ``without``, on one dataset
+    (and one view of :func:`calibration_scores`), seeds paired; NaN without a pair."""
+    part = frame[(frame["dataset"] == dataset) & ((frame["view"] == view) if view else True)]
+    a = part[part["variant"] == with_].set_index("seed")[column]
+    b = part[part["variant"] == without].set_index("seed")[column]
+    return float((a - b).dropna().mean())
+
+
+def margin_effects(scores: pd.DataFrame, whole: pd.DataFrame, settings, titles=None) -> pd.DataFrame:
+    """Per (setting, dataset): the margin's effect (with − without, mean over seeds) on the planted
+    pairs' victim accuracy, their errors toward the attractor, their local ECE, and the whole test
+    set's ECE (``whole``: :func:`analysis.confidence_and_accuracy`). ``settings``: (label, variant
+    with the margin, variant without it)."""
+    rows = []
+    for label, with_, without in settings:
+        for dataset in sorted(set(scores["dataset"])) if len(scores) else []:
+            rows.append({"setting": label, "dataset": titles(dataset) if titles else dataset,
+                         "victim accuracy": paired_change(scores, "victim_accuracy", with_, without, dataset, "planted"),
+                         "victim → attractor": paired_change(scores, "victim_to_attractor", with_, without, dataset, "planted"),
+                         "local ECE (planted)": paired_change(scores, "ece", with_, without, dataset, "planted"),
+                         "ECE (whole test set)": paired_change(whole, "ece", with_, without, dataset)})
+    return pd.DataFrame(rows)
+
+
+def whole_test_set_change(whole: pd.DataFrame) -> dict:
+    """The margin's change (with − without, paired by dataset and seed) of the whole test set's
+    confidence, accuracy and ECE: their means, and the pairs where ECE rose and all pairs."""
+    if not len(whole):
+        return {"confidence": np.nan, "accuracy": np.nan, "ece": np.nan, "ece_up": 0, "pairs": 0}
+    paired = whole.pivot_table(index=["dataset", "seed"], columns="variant", values=["confidence", "accuracy", "ece"])
+    change = {m: (paired[(m, "margin")] - paired[(m, "no_margin")]).dropna() for m in ("confidence", "accuracy", "ece")}
+    return {m: float(change[m].mean()) for m in change} | {"ece_up": int((change["ece"] > 0).sum()),
+                                                           "pairs": len(change["ece"])}
+
+
+def confidence_reading(change: dict, noise: float = 0.5) -> str:
+    """One sentence on :func:`whole_test_set_change`: whether the margin raised confidence by more
+    than accuracy (by more than twice ``noise``, points), as training with a margin predicts."""
+    if not change["pairs"]:
+        return ""
+    excess = change["confidence"] - change["accuracy"]
+    if excess > 2 * noise:
+        return (f"Confidence gains {excess:.1f} points more than accuracy, as training with a margin predicts: "
+                "a property of the method, not of the simulator.")
+    if excess < -2 * noise:
+        return f"Accuracy gains {-excess:.1f} points more than confidence here."
+    return "Confidence and accuracy change by about as much here (within 1 point)."
+
+
 # -- the simulator's zero-shot calibration --------------------------------------------------------
 def reliability(confidence, correct, n_bins: int = 15) -> pd.DataFrame:
     """A reliability diagram's bars: per non-empty equal-width confidence bin (the bins of

@@ -1,0 +1,56 @@
+"""cap/experiments/table1.py: what Table 1's page shows, on hand-made runs."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cap.experiments import analysis, table1
+
+
+def _runs(values: dict) -> pd.DataFrame:
+    """Done runs: {(dataset, paradigm, method): [value per seed]}; variant official."""
+    rows = [{"dataset": d, "paradigm": p, "method": m, "variant": "official", "seed": seed + 1, "state": "done",
+             "value": v}
+            for (d, p, m), values_ in values.items() for seed, v in enumerate(values_)]
+    return pd.DataFrame(rows)
+
+
+def test_trailing_cells_use_caps_seed_spread_and_the_noise_floor():
+    runs = _runs({("cub", "ul", "cap"): [70, 72, 74], ("cub", "ul", "grip"): [75, 75, 75],  # gap -3, std 2: behind
+                  ("dtd", "ul", "cap"): [60, 64, 68], ("dtd", "ul", "cpl"): [66, 66, 66],  # gap -2, std 4: not
+                  ("eurosat", "ul", "cap"): [50, 50, 50], ("eurosat", "ul", "fpl"): [50.4, 50.4, 50.4]})  # -0.4 < floor
+    gaps = analysis.gap_to_baselines(runs)
+    behind = table1.trailing(gaps)
+    assert list(behind["dataset"]) == ["cub"] and behind["gap"].iloc[0] == pytest.approx(-3)
+    assert table1.trailing_text(behind) == "CUB-200-2011 UL (−3.0 against GRIP)"
+    assert table1.trailing_text(behind.iloc[:0]) == "none"
+
+
+def test_explanations_and_their_sentences():
+    gaps = pd.DataFrame([{"dataset": "fgvc_aircraft", "paradigm": "ul", "best_baseline": "grip", "gap": -4.0,
+                          "cap_std": 1.0}])
+    before = pd.DataFrame([{"dataset": "fgvc_aircraft", "gap": -4.0}])
+    after = pd.DataFrame([{"dataset": "fgvc_aircraft", "gap": -1.0}])  # narrows by 3 >= half of 4: explains
+    margin = pd.Series({"fgvc_aircraft": 0.8})  # without the margin CAP gains 0.8: -4 -> -3.2, partly
+    rows = table1.explanations(gaps, gaps, margin, {"30 % ambiguous": ("30 % ambiguous images", before, after)})
+    (row,) = rows
+    assert row["verdicts"] == {"30 % ambiguous": "explains", "w/o CACM": "partly"}
+    assert row["pairs"]["w/o CACM"] == pytest.approx((-4.0, -3.2))
+    table = table1.explanation_table(rows)
+    assert table.loc[0, "30 % ambiguous"] == "−4.0 → −1.0 (explains)"
+    text = table1.explanation_text(rows, {"30 % ambiguous": "30 % ambiguous images"})
+    assert "closes with 30 % ambiguous images (−4.0 → −1.0)" in text and "a property of the simulated preset" in text
+    assert "In no cell is CAP's mean below" in table1.explanation_text([], {})
+    missing = table1.explanations(gaps, gaps, pd.Series(dtype=float), {"30 % ambiguous": ("x", before.iloc[:0], after)})
+    assert missing[0]["verdicts"]["30 % ambiguous"] == "not run"
+    assert "Not explained by the diagnostics" in table1.explanation_text(missing, {"30 % ambiguous": "x"})
+
+
+def test_pool_verdicts_judge_each_pool_and_say_not_run_without_runs():
+    # CAP - GRIP per replicate: +2, +4, +3 -> mean +3 > 0 with an interval above 0: supported
+    pool = _runs({("eurosat", "ul", "cap"): [62, 64, 63], ("eurosat", "ul", "grip"): [60, 60, 60]})
+    empty = pool.iloc[:0]
+    frame = table1.pool_verdicts({"500 per class": pool, "2 700 per class": empty}, methods=("grip",))
+    (row,) = frame.to_dict("records")
+    assert row["CAP against"] == "GRIP" and row["2 700 per class"] == "not run yet"
+    assert row["500 per class"].startswith("+3.0 [") and row["500 per class"].endswith("supported")
