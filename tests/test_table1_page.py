@@ -54,3 +54,21 @@ def test_pool_verdicts_judge_each_pool_and_say_not_run_without_runs():
     (row,) = frame.to_dict("records")
     assert row["CAP against"] == "GRIP" and row["2 700 per class"] == "not run yet"
     assert row["500 per class"].startswith("+3.0 [") and row["500 per class"].endswith("supported")
+
+
+def test_a_verdict_across_a_knob():
+    from cap.experiments import sensitivity
+
+    # with CA minus without, per seed: preset +2, +3, +4 (mean +3, supported); at 0.3: 0, +1, -1
+    # (mean 0, interval around 0: inconclusive); at 0.6 not run
+    rows = {("official", s): 60 + d for s, d in zip((1, 2, 3), (2, 3, 4))} | {("no_ca", s): 60 for s in (1, 2, 3)}
+    rows |= {("mismatch_03", s): 60 + d for s, d in zip((1, 2, 3), (0, 1, -1))} | {("mismatch_03_no_ca", s): 60
+                                                                                      for s in (1, 2, 3)}
+    runs = pd.DataFrame([{"dataset": "cub", "paradigm": "ul", "method": "cap", "variant": v, "seed": s,
+                          "state": "done", "value": value} for (v, s), value in rows.items()])
+    table = sensitivity.alignment_across_mismatch(runs)
+    assert list(table["verdict"]) == ["supported", "inconclusive", "no runs"]
+    assert table["effect"].iloc[0] == pytest.approx(3) and table["effect"].iloc[1] == pytest.approx(0)
+    assert table["datasets"].iloc[2] == 0
+    shown = sensitivity.as_shown(table)
+    assert shown["effect [95 % interval]"].iloc[0].startswith("+3.0 [") and shown["effect [95 % interval]"].iloc[2] == "—"
