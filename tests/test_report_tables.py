@@ -32,22 +32,26 @@ def test_html_table_escapes_text_but_not_link_columns():
     assert "M = &lt;class&gt; margin" in html and '<a href="x.json">1</a>' in html
 
 
-def _cell(dataset, method, mean, seeds, profile="sim"):
+def _cell(dataset, method, mean, seeds, profile="sim", std=np.nan):
     runs = [{"seed": s, "key": f"{method}{s}", "state": "done", "dataset": dataset, "paradigm": "ul", "profile": profile}
             for s in seeds]
-    return {"dataset": dataset, "paradigm": "ul", "method": method, "mean": mean,
+    return {"dataset": dataset, "paradigm": "ul", "method": method, "mean": mean, "std": std,
             "ours": report.mean_std([mean]) if seeds else report.NOT_RUN, "runs": runs,
             "paper": np.nan, "verified": None, "difference": np.nan}
 
 
-def test_wide_table_bolds_the_best_of_each_column_and_links_each_seed(tmp_path):
+def test_wide_table_bolds_only_a_lead_beyond_the_spread_and_links_each_seed(tmp_path):
     (tmp_path / "runs/sim").mkdir(parents=True)
     (tmp_path / "runs/sim/dtd-ul.ipynb").write_text("{}")
     links = SiteLinks(tmp_path / "records")
-    cells = pd.DataFrame([_cell("dtd", "cap", 50.0, [1]), _cell("dtd", "fpl", 45.0, [1]),
-                          _cell("eurosat", "cap", 60.0, [1, 2]), _cell("eurosat", "fpl", np.nan, [])])
+    # DTD: 50 ± 2 against 45 ± 1, a lead of 5 > 2: bold. EuroSAT: 60 ± 3 against 58 ± 1, a lead of
+    # 2 < 3: no bold. RESISC45: one value, nothing to compare: no bold.
+    cells = pd.DataFrame([_cell("dtd", "cap", 50.0, [1], std=2.0), _cell("dtd", "fpl", 45.0, [1], std=1.0),
+                          _cell("eurosat", "cap", 60.0, [1, 2], std=3.0), _cell("eurosat", "fpl", 58.0, [1], std=1.0),
+                          _cell("resisc45", "cap", 70.0, [1]), _cell("resisc45", "fpl", np.nan, [])])
     html = report.wide_html(cells, links=links)
-    assert html.count("<strong>") == 2 and "<strong>50.0</strong>" in html and "<strong>60.0</strong>" in html
+    assert html.count("<strong>") == 1 and "<strong>50.0</strong>" in html
+    assert "leads the next best by more than either one's seed spread" in html
     assert '<a href="../../_generated/runs/sim/dtd-ul.html#run-cap1">1</a>' in html, "a run page where there is one"
     assert '<a href="../../records/sim/run-cap2.json">2</a>' in html, "else the record itself"
     assert "not run yet" in html and "No published line: CAP's table is not transcribed for that cell." in html

@@ -217,6 +217,20 @@ def _best_rows(values: pd.Series, best: str) -> set:
     return set(finite.index[np.isclose(finite.values.astype(float), float(target))])
 
 
+def separated_best(means: pd.Series, spreads: pd.Series, best: str = "max") -> set:
+    """The row of the best mean, only when it is ahead of the next best by more than either one's
+    spread (seed std; a missing std counts as 0): a lead inside the spread marks nothing. Ties and a
+    column with a single value mark nothing either."""
+    finite = means.dropna()
+    if len(finite) < 2 or best not in ("max", "min"):
+        return set()
+    ranked = finite.sort_values(ascending=best == "min")
+    first, second = ranked.index[0], ranked.index[1]
+    spread = max(float(np.nan_to_num(spreads.get(first, np.nan))), float(np.nan_to_num(spreads.get(second, np.nan))))
+    return {first} if abs(ranked.iloc[0] - ranked.iloc[1]) > spread and not np.isclose(ranked.iloc[0], ranked.iloc[1]) \
+        else set()
+
+
 def _wide_cell(raw: pd.Series, bold: bool, links: SiteLinks | None) -> str:
     text = escape(str(raw["ours"]))
     if not is_missing(raw["mean"]):
@@ -237,21 +251,23 @@ def _wide_cell(raw: pd.Series, bold: bool, links: SiteLinks | None) -> str:
 
 def wide_html(cells: pd.DataFrame, rows: str = "method", columns: str = "dataset", links: SiteLinks | None = None,
               best: str = "max") -> str:
-    """A compact table (e.g. methods × datasets): each cell holds ours (mean ± std, the best of its
-    column in bold), the paper's number and the difference, and links to the seeds' runs; notes
+    """A compact table (e.g. methods × datasets): each cell holds ours (mean ± std; the best of its
+    column in bold where :func:`separated_best` says it leads), the paper's number and the difference, and links to the seeds' runs; notes
     under the table say what an asterisk and an empty cell mean. Returned as HTML."""
     if not len(cells):
         return "<p>No runs planned.</p>"
     shown = titled(cells)
     best_rows = set()
+    spreads = cells["std"] if "std" in cells else pd.Series(np.nan, index=cells.index)
     for _, group in cells.groupby(columns, sort=False):
-        best_rows |= _best_rows(group["mean"], best)
+        best_rows |= separated_best(group["mean"], spreads[group.index], best)
     table: dict = {}
     for (index, cell), (_, raw) in zip(shown.iterrows(), cells.iterrows()):
         table.setdefault(escape(str(cell[rows])), {})[escape(str(cell[columns]))] = _wide_cell(raw, index in best_rows, links)
     frame = pd.DataFrame.from_dict(table, orient="index").fillna("not in this matrix")
     frame.columns.name = escape(rows)  # the corner cell names the row labels, no extra header row
-    notes = ["Bold: the best mean of its column."]
+    notes = ["Bold: the best mean of its column, where it leads the next best by more than either one's seed "
+             "spread (std); no bold: no method is ahead by more than the spread."]
     if "paper" in cells:
         if cells["verified"].eq(False).any():
             notes.append("* an unverified transcription of the published number.")
