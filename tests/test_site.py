@@ -48,6 +48,7 @@ class Page(HTMLParser):
     def __init__(self):
         super().__init__()
         self.links, self.images, self.ids, self.cells, self.uncaptioned, self.text = [], [], set(), [], [], []
+        self.bad_alts = []  # images of the article whose alt text is missing or a file path
         self.math, self.unrendered = 0, 0
         self._cell, self._figures, self._math, self._skip, self._article = None, [], [], 0, 0
 
@@ -74,6 +75,9 @@ class Page(HTMLParser):
             self._figures[-1]["caption"] = True
         if tag == "img" and attrs.get("src"):
             self.images.append(attrs["src"])
+            alt = (attrs.get("alt") or "").strip()
+            if self._article and (not alt or re.fullmatch(r"\S*[/\\]\S*\.(png|svg|jpe?g)|\S+\.(png|svg|jpe?g)", alt)):
+                self.bad_alts.append(f"{attrs['src'][:50]} (alt {alt!r})")
             if self._figures:
                 self._figures[-1]["images"] += 1
             elif self._article:
@@ -240,6 +244,10 @@ def _problems(name: str, page: Page) -> list[str]:
     problems += [f"{name}: a table cell with more than 2 decimals: {cell.strip()[:80]!r}" for cell in page.cells
                  if MORE_THAN_TWO_DECIMALS.search(cell)]
     problems += [f"{name}: figure without a caption ({src[:60]})" for src in page.uncaptioned]
+    problems += [f"{name}: an image whose alt text says nothing of what it shows: {bad}" for bad in page.bad_alts]
+    numbered = re.search(r"\bFig\. \d+", text)
+    if numbered:  # Sphinx's running numbers would contradict the paper's, which captions carry
+        problems.append(f"{name}: a figure numbered by the site, not the paper: {numbered.group(0)!r}")
     if page.unrendered:
         problems.append(f"{name}: {page.unrendered} of {page.math} formulas were not rendered by MathJax")
     return problems
@@ -247,7 +255,8 @@ def _problems(name: str, page: Page) -> list[str]:
 
 def test_every_page_loads_cleanly_offline(site, tmp_path):
     """Loaded in Chromium: no broken image or link (anchors included), no nan, no cell with more
-    than two decimals, no figure without a caption, every formula rendered, no request off localhost."""
+    than two decimals, no figure without a caption or with a path for an alt text, no figure
+    numbered by the site, every formula rendered, no request off localhost."""
     assert CHROMIUM, "Debian's chromium is missing: `make test` installs it"
     html, origin, _ = site
     pages = sorted(p.relative_to(html).as_posix() for p in html.rglob("*.html")
