@@ -397,26 +397,3 @@ def commands_html(runs: pd.DataFrame, profile: str, limit: int = 60) -> str:
                 if len(commands) > limit else "")
         parts.append("<pre>" + escape("\n".join(commands[:limit]) + more) + "</pre>")
     return "".join(parts) or "<p>Every run of this matrix has a result.</p>"
-
-
-def commands_markdown(runs: pd.DataFrame, profile: str, limit: int = 40) -> str:
-    """Markdown listing the commands for every run without a result (or saying there are none)."""
-    commands = missing_commands(runs, profile)
-    if not commands:
-        return "Every run of this matrix has a result."
-    shown = commands[:limit]
-    more = f"\n\n… and {len(commands) - limit} more (`python -m cap runs --profile {profile} --list` lists them)." \
-        if len(commands) > limit else ""
-    problems = []
-    failed = runs[runs["state"] == "failed"]
-    if len(failed):
-        errors = sorted(set(failed["detail"]))
-        problems.append(f"{len(failed)} runs **failed** (their `failed-<key>.json` records hold the tracebacks): "
-                        + "; ".join(f"`{e}`" for e in errors[:3]) + (" …" if len(errors) > 3 else ""))
-    stale = runs[runs["state"] == "stale"]
-    if len(stale):
-        problems.append(f"{len(stale)} records are **stale** ({stale['detail'].iloc[0]}): they are not shown "
-                        "as results and the commands below rerun them.")
-    return "\n\n".join(problems + [
-        "Runs without a result are shown as *not run yet* (or failed / stale). These commands run them (each "
-        "skips what is already done):\n\n```bash\n" + "\n".join(shown) + "\n```" + more])
