@@ -192,3 +192,15 @@ def test_margin_effects_and_whole_test_set_change_by_hand():
     assert calibration.confidence_reading(change | {"accuracy": 9}).startswith("Accuracy gains 4.0 points more")
     assert "about as much" in calibration.confidence_reading(change | {"accuracy": 4.5})
     assert calibration.whole_test_set_change(whole.iloc[:0])["pairs"] == 0
+
+
+def test_balance_table_by_hand():
+    # accuracies 5, 50, 95: one class below 10 %; predicted 0, 10, 20 of 10 each: class 0 predicted
+    # under half as often as it occurs, 1 of 3 = 33.3 %; entropy of (0, 1/3, 2/3) over ln 3:
+    # (1/3 ln 3 + 2/3 ln 1.5) / ln 3 = 0.5794
+    frame = analysis.balance_table({"dtd": ([5.0, 50.0, 95.0], np.array([0, 10, 20]), np.array([10, 10, 10]))},
+                                   titles=str.upper)
+    row = frame.iloc[0]
+    assert row["dataset"] == "DTD" and row["below_10"] == 1 and row["classes"] == 3
+    assert row["under_predicted"] == pytest.approx(100 / 3)
+    assert row["entropy"] == pytest.approx((np.log(3) / 3 + 2 / 3 * np.log(1.5)) / np.log(3))

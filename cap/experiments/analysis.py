@@ -119,6 +119,26 @@ def zero_shot_balance(accuracy, predicted, true) -> dict:
             "entropy": metrics.normalized_entropy(predicted)}
 
 
+def first_replicate_per_class(runs: pd.DataFrame) -> dict[str, tuple]:
+    """Per dataset, the first replicate's per-class test accuracy, predicted and true counts."""
+    first = runs[runs["seed"] == runs["seed"].min()] if len(runs) else runs
+    out = {}
+    for labels, record in done_records(first):
+        m = record["results"]["metrics"]
+        out[labels["dataset"]] = (np.asarray(m["per_class_accuracy"], dtype=float), np.asarray(m["predicted_counts"]),
+                                  np.asarray(m["test_counts"]))
+    return out
+
+
+def balance_table(data: dict[str, tuple], titles=None) -> pd.DataFrame:
+    """:func:`zero_shot_balance` per dataset of :func:`first_replicate_per_class` (under-predicted share in percent)."""
+    frame = pd.DataFrame([{"dataset": titles(d) if titles else d, **zero_shot_balance(*values)}
+                          for d, values in data.items()],
+                         columns=["dataset", "below_10", "classes", "under_predicted", "imbalance_ratio", "entropy"])
+    frame["under_predicted"] = frame["under_predicted"] * 100
+    return frame
+
+
 # -- one run: the curves of a run page ------------------------------------------------------------
 def _pseudolabel_classes(record: dict) -> list[int]:
     n = len(record["results"]["metrics"]["predicted_counts"])
