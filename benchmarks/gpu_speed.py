@@ -18,11 +18,27 @@ packages (``official_speed.py`` lists them). Without a CUDA device it stops at o
 
 from __future__ import annotations
 
+import argparse
 import sys
-from pathlib import Path
+
+if __package__:  # imported as benchmarks.gpu_speed (the tests; python -m benchmarks.gpu_speed)
+    from . import official_speed
+else:  # run as a script: its folder, benchmarks/, is first on sys.path
+    import official_speed
 
 GPU_SETTINGS = ["--device", "cuda", "--official-precision", "fp16", "--project-precision", "amp",
                 "--steps", "10", "--warmup", "3", "--images", "512", "--workers", "8"]
+
+
+def gpu_argv(argv: list[str]) -> list[str]:
+    """The ``official_speed.py`` command line: the GPU settings, then ``argv`` (argparse keeps the last
+    value of an option given twice, so ``argv`` overrides them)."""
+    return GPU_SETTINGS + list(argv)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """``official_speed.py``'s options for ``argv`` under the GPU settings; bad options exit here (status 2)."""
+    return official_speed.parse_args(gpu_argv(argv))
 
 
 def require_cuda() -> None:
@@ -35,15 +51,12 @@ def require_cuda() -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import official_speed
-
-    argv = GPU_SETTINGS + list(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     if "-h" in argv or "--help" in argv:
         print(__doc__)
-    official_speed.parse_args(argv)  # bad options fail here, before the device check
+    parse_args(argv)  # bad options fail here, before the device check
     require_cuda()
-    return official_speed.main(argv)
+    return official_speed.main(gpu_argv(argv))
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ official functions here"):
 
 * ``LambdaLR`` in torch 2.13 no longer takes ``verbose=``: the keyword is accepted and dropped;
 * ``clip._download`` (pip ``clip`` and the official ``custom_clip``) returns the local weights file,
-  written by ``tests/official_weights.py`` as a TorchScript archive (the pip ``clip.load`` reads
+  written by ``benchmarks/official_weights.py`` as a TorchScript archive (the pip ``clip.load`` reads
   nothing else from a path);
 * ``TextualPrompt.extract_features`` computes the features only when CUDA is available: it is
   replaced by the same code without that condition;
@@ -236,8 +236,10 @@ def run(args: argparse.Namespace) -> dict:
     sys.path.insert(0, str(ROOT))
     import cap  # noqa: F401  (import hook: CUDA torchvision wheel on CPU-only torch)
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    import official_weights as recipe
+    if __package__:  # imported as benchmarks.official_fixture
+        from . import official_weights as recipe
+    else:  # run as a script: its folder, benchmarks/, is first on sys.path
+        import official_weights as recipe
 
     sys.path.insert(0, str(official))
     os.chdir(work)  # pseudolabel_top_k caches under ./pseudolabels
@@ -506,9 +508,9 @@ def run(args: argparse.Namespace) -> dict:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "official": {"repository": "github.com/Noahwangyuchen/CAP", "commit": commit},
         "environment": _versions() | {"machine": platform.machine(), "torch_threads": torch.get_num_threads()},
-        "weights": {"recipe": "tests/official_weights.py", "seed": recipe.SEED, "digest": weights_digest,
+        "weights": {"recipe": "benchmarks/official_weights.py", "seed": recipe.SEED, "digest": weights_digest,
                     "format": "TorchScript archive (torch.jit.script of a module tree holding the state dict)"},
-        "learnable": {"recipe": "tests/official_weights.py:learnable_tensors", "seed": recipe.LEARNABLE_SEED},
+        "learnable": {"recipe": "benchmarks/official_weights.py:learnable_tensors", "seed": recipe.LEARNABLE_SEED},
         "images": {"folder": "EuroSAT", "generator": "benchmarks/official_fixture.py:image_array", "seed": IMAGE_SEED,
                    "per_class": PER_CLASS, "side": IMAGE_SIDE, "jpeg_quality": JPEG_QUALITY, "pool_order": rel_paths},
         "config": {k: getattr(config, k) for k in ("PARADIGM", "N_LABEL", "N_MAIN_SAMPLES", "MAX_MAIN_RATIO", "N_CTX",

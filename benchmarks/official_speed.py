@@ -8,7 +8,7 @@
 
 ``PATH`` is a work tree of github.com/Noahwangyuchen/CAP; nothing of it is copied here, its functions
 are imported from that path and called. Both codes run on the same seeded ViT-B/32 weights
-(``tests/official_weights.py``, written once as a TorchScript archive to ``--weights``, default
+(``benchmarks/official_weights.py``, written once as a TorchScript archive to ``--weights``, default
 ``$TMPDIR/cap-official-speed/ViT-B-32.pt``; times do not depend on the weight values), fp32 on
 CPU, with torch's default number of threads.
 
@@ -54,6 +54,7 @@ it measures one code in this process and prints one JSON line (for ``farm-bench`
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -93,7 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--project-precision", default="fp32", choices=("fp32", "fp16", "amp"),
                         help="the project's ModelConfig.precision")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="ViT-B/32 TorchScript archive "
-                        "(written from tests/official_weights.py if missing)")
+                        "(written from benchmarks/official_weights.py if missing)")
     parser.add_argument("--official-python", default=sys.executable, help="interpreter of the official side")
     parser.add_argument("--project-python", default=sys.executable, help="interpreter of the project side")
     parser.add_argument("--project-root", type=Path, default=ROOT, help="with --side project: checkout to import cap from")
@@ -116,6 +117,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not (args.official / "methods" / "cacm.py").is_file():
         parser.error(f"--official {args.official} is not a work tree of the official CAP code (no methods/cacm.py)")
     return args
+
+
+def sibling(name: str):
+    """The module ``name`` of benchmarks/: ``benchmarks.<name>`` when this module was imported from the
+    package (the tests; ``python -m benchmarks.official_speed``), else ``<name>`` itself, found in this
+    script's folder, which Python puts first on ``sys.path`` for ``python benchmarks/official_speed.py``."""
+    return importlib.import_module(f"{__package__}.{name}" if __package__ else name)
 
 
 # ----------------------------------------------------------------------------------- shared inputs
@@ -157,10 +165,7 @@ def write_jpegs(folder: Path, n: int) -> list[str]:
 
 def ensure_weights(path: Path) -> Path:
     if not path.is_file():
-        sys.path.insert(0, str(ROOT / "tests"))
-        import official_weights
-
-        official_weights.save_torchscript(path)
+        sibling("official_weights").save_torchscript(path)
     return path
 
 
@@ -198,12 +203,9 @@ def official_shims(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(ROOT))
     import cap  # noqa: F401  (import hook: a CUDA torchvision wheel on CPU-only torch)
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from official_fixture import apply_shims
-
     sys.path.insert(0, str(args.official.resolve()))
     half = torch.Tensor.half
-    apply_shims(args.weights)
+    sibling("official_fixture").apply_shims(args.weights)
     if args.official_precision == "fp16":
         torch.Tensor.half = half
 
@@ -221,8 +223,8 @@ class _Batches:
 
 def official_model(args: argparse.Namespace, names: list[str], iterations: int):
     from methods import TextualFPL
-    from official_fixture import DDPLike, official_config
 
+    DDPLike, official_config = sibling("official_fixture").DDPLike, sibling("official_fixture").official_config
     config = official_config(args.official.resolve(), Path(tempfile.gettempdir()), BATCH_SIZE=args.batch,
                              ITER_PER_EPOCH=iterations, WARMUP_EPOCHS=0, PREC=args.official_precision)
     label_to_idx = {c: i for i, c in enumerate(names)}
@@ -308,9 +310,7 @@ def project_step(args: argparse.Namespace) -> dict:
 
     names = classnames(args.classes[0])
     backbone = project_backbone(args, names)
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from train_step import RandomSource
-
+    RandomSource = sibling("train_step").RandomSource
     from cap.config import make_config, resolve
     from cap.methods.cap import CapTrainer, StepBatch
 

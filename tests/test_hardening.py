@@ -125,14 +125,34 @@ def test_bad_commands_give_one_clear_error(case, capsys, tmp_path):
     assert_one_clear_error(code, err, *needles)
 
 
-def test_every_float_field_of_the_config_must_be_finite():
-    float_fields = [f.name for f in fields(RunConfig) if "float" in str(f.type)]
-    assert len(float_fields) >= 12
-    for name in float_fields:
-        for value in (math.nan, math.inf, -math.inf):
-            with pytest.raises(ParameterError, match=f"{name} must be a finite number"):
-                resolve(make_config(dataset="dtd", **{name: value}))
-    assert check_float("x", 2, 0.0) == 2.0
+# Every float field of RunConfig and the range its error names, written out by hand (from the fields'
+# meaning: fractions and probabilities in [0, 1], rates, decays and scales >= 0, diagnostics unbounded).
+FLOAT_FIELDS = {
+    "unlabelled_fraction": " in [0.01, 1.0]", "momentum": " in [0.0, 1.0]", "tau": " in [0.0, 1.0]",
+    "max_main_ratio": " in [0.0, 1.0]", "cpl_alpha": " in [0.0, 1.0]", "cpl_beta": " in [0.0, 1.0]",
+    "lr": " >= 0.0", "weight_decay": " >= 0.0", "baseline_lr": " >= 0.0", "baseline_weight_decay": " >= 0.0",
+    "sim_prompt_lr_scale": " >= 0.0", "margin_scale": " >= 0.0", "schedule_factor": " >= 0.0",
+    "sim_confusion_strength": "", "sim_hard_fraction": "", "sim_mismatch_alignment": "", "sim_logit_scale": "",
+}
+
+
+@pytest.mark.parametrize("name", FLOAT_FIELDS)
+def test_every_float_field_of_the_config_must_be_finite(name):
+    for value, shown in ((math.nan, "nan"), (math.inf, "inf"), (-math.inf, "-inf")):
+        with pytest.raises(ParameterError) as refused:
+            resolve(make_config(dataset="dtd", **{name: value}))
+        assert str(refused.value) == f"{name} must be a finite number{FLOAT_FIELDS[name]}, got {shown}"
+
+
+def test_the_float_fields_listed_by_hand_are_all_of_them_and_their_bounds_are_inclusive():
+    assert set(FLOAT_FIELDS) == {f.name for f in fields(RunConfig) if "float" in str(f.type)}, "new field: list it"
+    config = resolve(make_config(dataset="dtd", tau=1.0, unlabelled_fraction=0.01, momentum=0.0, lr=0.0))
+    assert (config.tau, config.unlabelled_fraction, config.momentum, config.lr) == (1.0, 0.01, 0.0, 0.0)
+    for name, value in (("tau", 1.5), ("unlabelled_fraction", 0.005), ("momentum", -0.1), ("lr", -0.1)):
+        with pytest.raises(ParameterError) as refused:
+            resolve(make_config(dataset="dtd", **{name: value}))
+        assert str(refused.value) == f"{name} must be a finite number{FLOAT_FIELDS[name]}, got {value}"
+    assert check_float("x", 2, 0.0) == 2.0 and type(check_float("x", 2, 0.0)) is float  # an int comes back a float
 
 
 def test_exponent_notation_on_the_command_line_is_a_number(capsys, tmp_path):
@@ -240,7 +260,7 @@ def test_a_malformed_record_is_stale_named_and_rerun(body, problem, capsys, tmp_
     assert code == 0 and out.startswith("stale") and problem in out, out + err
     frame = report.collect("table1", "sim", tmp_path, datasets=["eurosat"], paradigms=["ul"], methods=["zero_shot"],
                            seeds=[1])
-    assert list(frame["state"]) == ["stale"] and "**stale**" in report.commands_markdown(frame, "sim")
+    assert list(frame["state"]) == ["stale"] and "records are stale" in report.commands_html(frame, "sim")
     assert read_records(records) == []
     assert runs_table(tmp_path)["state"].str.startswith("stale (").all(), "the status page names it too"
     run(planned.config, records)  # where runs are skipped, a stale record is rerun

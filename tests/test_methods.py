@@ -12,7 +12,6 @@ from cap.config import make_config, resolve
 from cap.errors import ParameterError, UnknownNameError
 from cap.experiments.records import read_current_record as load
 from cap.experiments.runs import run
-from cap.core.pseudolabels import leaderboard_topk
 from cap.methods.cap import CapTrainer
 from cap.methods.engine import zero_shot_probs
 from cap.data.registry import get_dataset
@@ -184,14 +183,29 @@ def test_paradigms_and_baselines_run(tmp_path):
     zs = results(tmp_path / "zs", method="zero_shot")
     source = SimSource(resolve(make_config(**SMALL)))
     assert zs["headline"] == pytest.approx(source.problem.zero_shot_accuracy("test"))
+    # The training budget of each round, by hand. SMALL in UL: all 47 x 24 = 1128 images unlabelled; baseline
+    # batch 64, one epoch per round, so a round on n pseudolabelled images is floor(n / 64) steps of 64 images.
+    # FPL: 16 per class, 16 x 47 = 752 images: 11 steps, 704 images seen.
+    # GRIP and CPL, 2 rounds: K_i = min(floor(i x 1128 / (2 x 47)), floor(1128 / 47)) = 12, then 24 per class.
+    # GRIP's leaderboards fill up (overflow): 12 x 47 = 564 images (8 steps, 512 seen), then 1128 (17, 1088).
+    assert (len(source.split.unlabelled), source.n_classes) == (1128, 47)
+    by_hand = {"fpl": [(16, 752, 11, 704)], "grip": [(12, 564, 8, 512), (24, 1128, 17, 1088)]}
     for method in ("fpl", "grip", "cpl"):
         r = results(tmp_path / method, method=method, rounds=2, baseline_epochs=1)
-        test = r["metrics"]["test_predictions"]  # the headline recomputed from the record's own predictions
-        assert r["headline"] == pytest.approx(100 * np.mean(np.asarray(test["pred"]) == np.asarray(test["label"])))
+        rounds = [(h["per_class"], h["size"], h["gradient_steps"], h["images_seen"]) for h in r["history"]]
+        if method == "cpl":  # class-balanced: at most K_i per class, each image in one class's pool
+            assert [per_class for per_class, *_ in rounds] == [12, 24]
+            for h, (per_class, size, steps, images) in zip(r["history"], rounds):
+                assert max(h["per_class_count"].values()) <= per_class and sum(h["per_class_count"].values()) == size
+                assert (steps, images) == (size // 64, size // 64 * 64) and h["mean_candidates"] >= 1
+        else:
+            assert rounds == by_hand[method]
+        steps, images = sum(s for *_, s, _ in rounds), sum(i for *_, i in rounds)
+        assert r["budget"] == {"gradient_steps": steps, "images_seen": images}  # FPL 11, 704; GRIP 25, 1600
+        test = r["metrics"]["test_predictions"]  # scored against the simulator's own test labels, in order
+        assert test["label"] == source.test_labels.tolist()
+        assert r["headline"] == pytest.approx(100 * np.mean(np.asarray(test["pred"]) == source.test_labels))
         assert r["headline"] != pytest.approx(zs["headline"]), f"{method} trained: its predictions moved"
-        assert len(r["history"]) == (1 if method == "fpl" else 2)
-    cpl = results(tmp_path / "cpl", method="cpl", rounds=2, baseline_epochs=1)
-    assert cpl["history"][0]["mean_candidates"] >= 1
 
 
 def test_bad_config_values():
@@ -249,34 +263,71 @@ def test_cap_beats_zero_shot_and_fpl_and_balances_predictions(tmp_path):
         assert aligned > setup["zero_shot_dpl"]["per_class_accuracy"][str(c)]
 
 
-def test_defaults_follow_the_official_code():
-    config = resolve(make_config(dataset="dtd"))
-    assert (config.mismatch_source, config.description_choice) == ("official", "first")
-    assert (config.leaderboard_order, config.margin_prototypes) == ("official", "official")
+def test_defaults_follow_the_official_code(tmp_path):
+    """With every switch at its default, concept alignment does what the official code does: it replaces
+    the D_PL of the classes the code hard-codes (for DTD: lacelike, gauzy, veined, pitted; copied here by
+    hand) with the k = 16 training images closest to each one's first description, and keeps the zero-shot
+    leaderboards of the others. (The default leaderboard order and margin prototypes: the two tests below.)"""
+    aligning, source = trainer(tmp_path / "a", concept_alignment=True)
+    dpl, info = aligning.initial_dpl()
+    zero_shot, _ = trainer(tmp_path / "b", concept_alignment=False)
+    before, _ = zero_shot.initial_dpl()
+    mismatched = info["concept_alignment"]["mismatched"]
+    assert sorted(source.classnames[c] for c in mismatched) == ["gauzy", "lacelike", "pitted", "veined"]
+    assert info["concept_alignment"]["description_index"] == {c: 0 for c in mismatched}  # the first description
+    images = source.zero_shot_image / np.linalg.norm(source.zero_shot_image, axis=1, keepdims=True)
+    for c in mismatched:
+        first = source.problem.descriptions[c][0]
+        cosine = images @ (first / np.linalg.norm(first))
+        chosen = np.asarray(dpl[c])
+        rest = np.setdiff1d(np.arange(len(images)), chosen)
+        assert len(set(dpl[c])) == 16 and cosine[chosen].min() >= cosine[rest].max()  # the 16 closest images
+        assert (np.diff(cosine[chosen]) <= 0).all() and dpl[c] != before[c]  # closest first; replaced
+    assert all(dpl[c] == before[c] for c in dpl if c not in mismatched)
 
 
-def test_leaderboard_order_switch_keeps_the_sets(tmp_path):
-    official, _ = trainer(tmp_path / "a", leaderboard_order="official")
-    ranked, _ = trainer(tmp_path / "b", leaderboard_order="sorted")
-    a, b = official.initial_dpl()[0], ranked.initial_dpl()[0]
-    assert all(sorted(a[c]) == sorted(b[c]) for c in a)
-    # each list as leaderboard_topk leaves it in that order (the orders differ where overflow entries
-    # arrive unsorted: tests/test_pseudolabels.py; this simulated pool happens to have none)
-    probs, pool = zero_shot_probs(official.source, official.config), official.unlabelled
-    for trained, order in ((a, "official"), (b, "sorted")):
-        expected = leaderboard_topk(probs[pool], official.config.k, classes=official.classes, order=order)
-        assert trained == {c: pool[rows].tolist() for c, rows in expected.items()}
+def test_leaderboard_order_switch(tmp_path):
+    """The trainer's initial D_PL in each order, on a 2-class pool of 8 images whose zero-shot
+    probabilities are set by hand (k = 2), worked out as the official code walks the images."""
+    p0 = [0.9, 0.8, 0.7, 0.6, 0.85, 0.75, 0.75, 0.75]  # P(class 0) of the pool's images u0..u7, in pool order
+    # u0, u1 (0.9, 0.8) fill class 0. u2 (0.7 < 0.8, the last entry) overflows to class 1: [u2 (0.3)];
+    # u3 (0.6) overflows too and is appended unsorted: [u2 (0.3), u3 (0.4)]. u4 (0.85 > 0.8) joins class 0,
+    # whose weakest, u1, is dropped (not re-assigned): [u0, u4]. u5-u7 (0.75 < 0.85) overflow, but class 1
+    # is full and 0.25 < 0.4, its last entry: they join nothing.
+    # Official order: {0: [u0, u4], 1: [u2, u3]}; sorted by probability: {0: [u0, u4], 1: [u3, u2]}.
+    tiny = dict(sim_classes=2, sim_train_per_class=4, sim_test_per_class=2, k=2)
+    boards = {}
+    for order in (None, "sorted"):  # None: the default, the official order
+        built, source = trainer(tmp_path / str(order), **tiny, **({"leaderboard_order": order} if order else {}))
+        u = built.unlabelled
+        assert len(u) == len(source.train_labels) == 8 and built.classes == [0, 1]
+        logits = np.zeros((8, 2))  # softmax(log p0, log(1 - p0)) = (p0, 1 - p0) with text = I, scale 1
+        logits[u] = np.log(np.stack([p0, 1 - np.asarray(p0)], axis=1))
+        source.zero_shot_image, source.zero_shot_text, source.logit_scale = logits, np.eye(2), 1.0  # new arrays
+        boards[order] = built.initial_dpl()[0]
+    assert boards[None] == {0: [u[0], u[4]], 1: [u[2], u[3]]}
+    assert boards["sorted"] == {0: [u[0], u[4]], 1: [u[3], u[2]]}
 
 
 def test_margin_prototypes_switch(tmp_path):
-    once, source = trainer(tmp_path / "a", margin_prototypes="official")
+    once, source = trainer(tmp_path / "a")  # the default: official
     every, _ = trainer(tmp_path / "b", margin_prototypes="every_entry")
     sigma = np.arange(source.n_classes) + 1
     dpl = once.initial_dpl()[0]
     repeated = len({i for v in dpl.values() for i in v}) < sum(len(v) for v in dpl.values())
     assert repeated  # the zero-shot overflow puts some images in several classes
     assert not torch.allclose(once.margin(dpl, sigma, 1), every.margin(dpl, sigma, 1))
-    assert torch.equal(once.margin(dpl, sigma, 1), once.margin(dpl, sigma, 1))  # seeded: same epoch, same margin
+    # official, worked out here: walk the D_PL entries (class by class) in the epoch's seeded shuffle
+    # (generator [seed, epoch, 4]) and give each image to the first class met; that D_PL, every entry counted
+    # once, gives the official margin of the epoch, and another epoch's shuffle gives another margin.
+    entries = [(i, c) for c in sorted(dpl) for i in dpl[c]]
+    for epoch in (1, 2):
+        owner = {}
+        for position in np.random.default_rng([once.config.seed, epoch, 4]).permutation(len(entries)):
+            owner.setdefault(entries[position][0], entries[position][1])
+        counted_once = {c: [i for i in v if owner[i] == c] for c, v in dpl.items()}
+        assert torch.allclose(once.margin(dpl, sigma, epoch), every.margin(counted_once, sigma, epoch), atol=1e-6)
+    assert not torch.allclose(once.margin(dpl, sigma, 1), once.margin(dpl, sigma, 2))
     unique = {c: [i for i in v if sum(i in w for w in dpl.values()) == 1] for c, v in dpl.items()}
     assert torch.allclose(once.margin(unique, sigma, 1), every.margin(unique, sigma, 1))
 

@@ -2,7 +2,7 @@
 
 ``benchmarks/official_fixture.py`` ran the official functions (github.com/Noahwangyuchen/CAP, the
 commit in ``tests/data/official/manifest.json``) on seeded ViT-B/32 weights
-(``tests/official_weights.py``), 40 generated EuroSAT-layout images (``tests/data/official/EuroSAT``)
+(``benchmarks/official_weights.py``), 40 generated EuroSAT-layout images (``tests/data/official/EuroSAT``)
 and fixed prompts, adapters, D_PL, σ and seeds, and stored what they computed. This module
 regenerates the same weights, runs the project's own code on the same inputs and compares every
 stored quantity. Each test names its tolerance; ``tests/data/official/README.md`` lists them with
@@ -24,7 +24,7 @@ import pytest
 import torch
 
 import cap  # noqa: F401  (before open_clip / torchvision: CPU torchvision fix)
-from official_weights import digest, learnable_tensors, save_torchscript, state_dict
+from benchmarks.official_weights import digest, learnable_tensors, save_torchscript, state_dict
 
 DATA = Path(__file__).parent / "data" / "official"
 MANIFEST = json.loads((DATA / "manifest.json").read_text())
@@ -81,7 +81,7 @@ def weights_file(tmp_path_factory):
     337 MiB file is deleted at the end of the session (pytest keeps its last temporary folders)."""
     tensors = state_dict(MANIFEST["weights"]["seed"])
     assert digest(tensors) == MANIFEST["weights"]["digest"], \
-        "tests/official_weights.py no longer gives the fixture's weights: rerun benchmarks/official_fixture.py"
+        "benchmarks/official_weights.py no longer gives the fixture's weights: rerun benchmarks/official_fixture.py"
     path = save_torchscript(tmp_path_factory.mktemp("official_weights") / "ViT-B-32.pt", tensors)
     del tensors
     yield path

@@ -204,7 +204,7 @@ def learnable_tensors(seed: int = LEARNABLE_SEED) -> dict[str, torch.Tensor]:
     return out
 
 
-if __name__ == "__main__":  # python tests/official_weights.py OUT.pt: write the archive, print its digest
+if __name__ == "__main__":  # python benchmarks/official_weights.py OUT.pt: write the archive, print its digest
     import sys
     import time
 
