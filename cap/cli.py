@@ -140,7 +140,8 @@ def _folder_argument(value: str | None, flag: str) -> str | None:
 def _run(args) -> int:
     from cap.config import as_dict, make_config, resolve
     from cap.experiments.locks import RunLock
-    from cap.experiments.records import config_hash, read_current_record
+    from cap.experiments.records import check_run_paths, config_hash, read_current_record
+    from cap.experiments.runner import single_threaded
     from cap.experiments.runs import run
 
     overrides = dict(_assignment(item) for item in args.set)
@@ -152,11 +153,13 @@ def _run(args) -> int:
                                  backend=args.backend, **overrides))
     out = writable_folder(_folder_argument(args.out, "--out"), "records folder", "choose another --out or make it writable")
     key = config_hash(as_dict(config))
+    check_run_paths([key], out)  # a directory where its record or lock goes: say so before it trains
     with RunLock(key, out) as lock:  # as `cap runs` does: two commands never train one run at once
         if not lock.held:
             raise CapError(f"run {key} is being trained by another process (it holds {lock.path}): wait for it to "
                            "finish; its record will be in the same folder")
-        path = run(config, out, force=args.force)
+        with single_threaded():  # as every run of `cap runs`: the same numbers however it is started
+            path = run(config, out, force=args.force)
     results = read_current_record(path)["results"]
     print(f"{args.method} on {args.dataset} ({args.paradigm}, seed {args.seed}): "
           f"{results['headline']:.2f}  record: {path}")

@@ -81,9 +81,14 @@ def test_baseline_budgets_count_their_steps(tmp_path):
     # UL EuroSAT, 200 images: FPL trains on 16 per class = 160 pseudolabels → 2 steps of 64 per epoch
     fpl = load(run(make_config(**SMALL, method="fpl"), tmp_path))["results"]
     assert fpl["budget"] == {"gradient_steps": 2 * 2, "images_seen": 2 * 2 * 64}
-    # GRIP, 2 rounds: budgets 10 then 20 per class → 100 and 200 pseudolabels → 1 and 3 steps per epoch
+    # GRIP, 2 rounds: budgets 10 then 20 per class, at most 100 and 200 pseudolabels (a leaderboard
+    # drops an entry a better image replaces, as the official code does, so round 2 may hold fewer);
+    # each epoch takes ⌊size / 64⌋ full batches: 100 → 1 step per epoch
     grip = load(run(make_config(**SMALL, method="grip"), tmp_path))["results"]
-    assert [h["gradient_steps"] for h in grip["history"]] == [2 * 1, 2 * 3]
-    assert grip["budget"] == {"gradient_steps": 8, "images_seen": 8 * 64}
+    sizes = [h["size"] for h in grip["history"]]
+    assert [h["per_class"] for h in grip["history"]] == [10, 20] and sizes[0] == 100 and 128 <= sizes[1] <= 200
+    assert [h["gradient_steps"] for h in grip["history"]] == [2 * (n // 64) for n in sizes]
+    steps = sum(2 * (n // 64) for n in sizes)
+    assert grip["budget"] == {"gradient_steps": steps, "images_seen": steps * 64}
     zero_shot = load(run(make_config(**SMALL, method="zero_shot"), tmp_path))["results"]
     assert zero_shot["budget"] == {"gradient_steps": 0, "images_seen": 0}

@@ -22,7 +22,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import yaml
 
+from cap.atomic import _TEMP_NAME, TEMP_PREFIX, _host, atomic_write, remove_stale_temporaries
 from cap.errors import CapError
 from cap.experiments.locks import RunLock, lock_holder
 from cap.experiments.records import RunStatus, record_status
@@ -40,6 +40,11 @@ EXECUTORS = ("inprocess", "local", "slurm")
 # The repository's run notebook; an installed package without it runs each group in-process.
 RUN_NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "run.md"
 JOBS_DIR = "jobs"
+# Threads of every run's process (torch, BLAS, OpenMP), whatever the executor and worker count:
+# a reduction split over another number of threads adds in another order and ends a few ulps away.
+RUN_THREADS = 1
+# A job marker is written in milliseconds: a temporary file of one older than this is a leftover.
+MARKER_TEMP_STALE_S = 10 * 60
 # Slurm options unless the options file or --slurm says otherwise: one GPU per job.
 SLURM_DEFAULTS = {"gpus_per_node": 1, "cpus_per_task": 4, "time": 180, "signal_delay_s": 120, "job_name": "cap-run"}
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # the local executor's own time limit (submitit's default is 2 minutes)
@@ -109,7 +114,7 @@ class RunJob:
     output: str  # the executed notebook
     records_dir: str
     fresh: bool = False  # forced: delete the run's record and checkpoints first
-    threads: int | None = None  # OMP/MKL threads of the kernel
+    threads: int | None = RUN_THREADS  # OMP/MKL threads of the kernel
     runner_pid: int | None = None  # local jobs end with the runner that started them
     notebook: str = field(default_factory=lambda: str(RUN_NOTEBOOK))
 
@@ -118,8 +123,8 @@ class RunJob:
 
         if self.runner_pid is not None:
             _end_with(self.runner_pid)
-        if self.threads:
-            os.environ.update(OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
+        threads = str(self.threads or RUN_THREADS)
+        os.environ.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
         if self.fresh:
             _forget(self.key, self.records_dir)
         devices = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -152,12 +157,34 @@ def marker_path(key: str, records_dir: str | Path) -> Path:
 
 
 def write_marker(key: str, records_dir: str | Path, marker: dict) -> None:
-    path = marker_path(key, records_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(marker, handle, indent=1)
-    os.replace(tmp, path)
+    """Write ``<records>/jobs/<key>.json`` atomically; a failed write leaves no temporary file."""
+    text = json.dumps(marker, indent=1)  # an unwritable marker fails here, before any file exists
+    atomic_write(marker_path(key, records_dir), lambda tmp: tmp.write_text(text))
+
+
+def remove_stale_marker_temporaries(records_dir: str | Path, older_than_s: float = MARKER_TEMP_STALE_S) -> list[Path]:
+    """Remove the temporary files of job markers that killed writers left in ``<records>/jobs``:
+    those of a process of this machine that has ended, and those of other machines (or named by
+    older versions, which did not name the writer) older than ``older_than_s`` (a marker is written
+    in milliseconds). A live process's file stays. Returns what was removed."""
+    folder = Path(records_dir) / JOBS_DIR
+    if not folder.is_dir():
+        return []
+    removed = remove_stale_temporaries(folder)
+    now, here = time.time(), _host()
+    for path in folder.glob(f"{TEMP_PREFIX}*"):
+        named = _TEMP_NAME.fullmatch(path.name)
+        if named and named["host"] == here:  # this machine's: removed above once its writer has ended
+            continue
+        try:
+            if path.is_file() and now - path.stat().st_mtime > older_than_s:
+                path.unlink()
+                removed.append(path)
+        except FileNotFoundError:  # another runner removed it first
+            pass
+    for path in removed:
+        log.info("removed %s, a job marker's temporary file left by a killed writer", path)
+    return removed
 
 
 def read_marker(key: str, records_dir: str | Path) -> dict | None:

@@ -15,6 +15,8 @@ import socket
 import time
 from pathlib import Path
 
+from cap.errors import CapError
+
 LOCKS_DIR = "locks"
 # A status probe holds a shared lock for microseconds; an acquirer that meets one tries again.
 _ACQUIRE_TRIES = 5
@@ -25,10 +27,38 @@ def lock_path(key: str, records_dir: str | Path) -> Path:
     return Path(records_dir) / LOCKS_DIR / f"{key}.lock"
 
 
+class LockPathError(CapError):
+    """Something other than a lock file where a run's lock file goes: the run cannot start."""
+
+
+# What to do about something in the way of a run's file (the lock, record and failure record alike).
+MOVE_IT_AWAY = "move it away (or delete it if it holds nothing you need), then run again"
+
+
+def not_a_file(path: Path) -> str | None:
+    """``"a directory"`` (or another kind of non-file) where ``path`` should be a file; None when
+    ``path`` is a file or does not exist."""
+    if path.is_dir():
+        return "a directory"
+    if path.exists() and not path.is_file():
+        return "not a regular file"
+    return None
+
+
+def lock_path_problem(key: str, records_dir: str | Path) -> str | None:
+    """What stands where run ``key``'s lock file (or the locks folder) goes, or None."""
+    path = lock_path(key, records_dir)
+    if path.parent.exists() and not path.parent.is_dir():
+        return f"{path.parent} is a file where the locks folder goes"
+    odd = not_a_file(path)
+    return f"{path} is {odd} where run {key}'s lock file goes" if odd else None
+
+
 class RunLock:
     """``with RunLock(key, records) as lock: if lock.held: ...`` — never blocks."""
 
     def __init__(self, key: str, records_dir: str | Path):
+        self.key, self.records_dir = key, records_dir
         self.path = lock_path(key, records_dir)
         self._fd: int | None = None
 
@@ -40,8 +70,16 @@ class RunLock:
         """Take the lock if no other process holds it; return whether this process holds it now."""
         if self._fd is not None:
             return True
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        problem, fix = lock_path_problem(self.key, self.records_dir), MOVE_IT_AWAY
+        if problem is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as err:
+                problem = f"{self.path} cannot be opened: {err.strerror or err}"
+                fix = "make the records folder writable, then run again"
+        if problem:
+            raise LockPathError(f"run {self.key} cannot take its lock ({problem}): {fix}")
         for attempt in range(_ACQUIRE_TRIES):
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -77,7 +115,7 @@ def lock_holder(key: str, records_dir: str | Path) -> str | None:
     path = lock_path(key, records_dir)
     try:
         fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
+    except OSError:  # no lock file (or something in its way, which no process can hold): not running
         return None
     try:
         try:

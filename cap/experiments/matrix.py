@@ -15,6 +15,7 @@ import itertools
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
+from pathlib import Path
 
 import yaml
 
@@ -27,6 +28,10 @@ MATRIX_KEYS = {"title", "about", "datasets", "paradigms", "methods", "seeds", "c
 SCOPE_KEYS = {"datasets", "paradigms", "methods", "seeds"}
 VARIANT_KEYS = {"label", "set", "datasets", "paradigms", "profiles"}
 PROFILE_KEYS = {"title", "about", "config", "workers"}
+# Where the matrix and profile files are (a test may point this elsewhere, then clear the caches:
+# ``profiles.cache_clear(); load_matrix.cache_clear()``).
+MATRICES_DIR = resources.files("cap.experiments").joinpath("matrices")
+PROFILES_FILE = "profiles.yml"
 
 
 class MatrixError(CapError):
@@ -85,15 +90,45 @@ class PlannedRun:
                 "variant": self.variant, "sweep": self.sweep_value, "seed": c.seed, "key": self.key}
 
 
-def _read(filename: str) -> dict:
-    path = resources.files("cap.experiments").joinpath("matrices").joinpath(filename)
+def matrix_file(filename: str) -> str:
+    """How messages name a matrix or profile file: ``cap/experiments/matrices/<filename>`` for the
+    package's own, the full path for others."""
+    path = MATRICES_DIR.joinpath(filename)
     try:
-        data = yaml.safe_load(path.read_text())
+        return Path(str(path)).relative_to(Path(__file__).resolve().parents[2]).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _read(filename: str) -> dict:
+    shown = matrix_file(filename)
+    try:
+        data = yaml.safe_load(MATRICES_DIR.joinpath(filename).read_text())
     except yaml.YAMLError as err:
-        raise MatrixError(f"{filename} is not valid YAML: {err}") from err
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise MatrixError(f"{shown} is not valid YAML: {problem}{at}; fix its syntax") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise MatrixError(f"{shown} cannot be read ({err})") from None
     if not isinstance(data, dict):
-        raise MatrixError(f"{filename} must hold a mapping, got {type(data).__name__}")
+        raise MatrixError(f"{shown} must hold a mapping (key: value lines), got a {_kind(data)}")
     return data
+
+
+def _kind(value) -> str:
+    return {list: "list", dict: "mapping", str: "string", type(None): "nothing (null)"}.get(type(value),
+                                                                                           type(value).__name__)
+
+
+def _mapping(where: str, value, what: str, empty_ok: bool = True) -> dict:
+    """``value`` if it is a mapping (None: an empty one, when ``empty_ok``); MatrixError otherwise."""
+    if value is None and empty_ok:
+        return {}
+    if not isinstance(value, dict):
+        raise MatrixError(f"{where} must be a mapping of {what} (key: value lines or {{...}}), got a {_kind(value)} "
+                          f"{value!r}")
+    return value
 
 
 def _unknown_keys(where: str, data: dict, valid: set[str]) -> None:
@@ -103,24 +138,39 @@ def _unknown_keys(where: str, data: dict, valid: set[str]) -> None:
 
 
 def matrix_names() -> list[str]:
-    return sorted(p.name[:-4] for p in resources.files("cap.experiments").joinpath("matrices").iterdir()
-                  if p.name.endswith(".yml") and p.name != "profiles.yml")
+    return sorted(p.name[:-4] for p in MATRICES_DIR.iterdir() if p.name.endswith(".yml") and p.name != PROFILES_FILE)
 
 
 @cache
 def profiles() -> dict[str, Profile]:
     out = {}
-    for name, raw in _read("profiles.yml").items():
-        _unknown_keys(f"profile {name!r} (profiles.yml)", raw, PROFILE_KEYS)
-        make_config(dataset="eurosat", **raw.get("config", {}))  # unknown config keys fail here
-        out[name] = Profile(name, raw.get("title", name), raw.get("about", ""), dict(raw.get("config", {})),
-                            int(raw.get("workers", 1)))
+    for name, raw in _read(PROFILES_FILE).items():
+        where = f"profile {name!r} ({matrix_file(PROFILES_FILE)})"
+        raw = _mapping(where, raw, "title, about, config and workers")
+        _unknown_keys(where, raw, PROFILE_KEYS)
+        config = _mapping(f"{where}, config", raw.get("config"), "config fields")
+        _check_changes(f"{where}, config", config)  # unknown keys and bad values fail here
+        workers = raw.get("workers", 1)
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise MatrixError(f"{where}, workers: must be a whole number of notebooks run at once (1 or more), got "
+                              f"{workers!r}; e.g. workers: 2")
+        out[name] = Profile(name, raw.get("title", name), raw.get("about", ""), dict(config), workers)
     return out
 
 
-def get_profile(name: str) -> Profile:
+class UnknownProfileError(MatrixError, UnknownNameError):
+    """A profile name that ``profiles.yml`` does not define."""
+
+    def __init__(self, name: object, where: str | None = None):
+        UnknownNameError.__init__(self, "profile", name, profiles())
+        at = f"{where}: " if where else ""
+        self.args = (f"{at}{self.args[0]} (profiles are defined in {matrix_file(PROFILES_FILE)})",)
+
+
+def get_profile(name: str, where: str | None = None) -> Profile:
+    """The profile ``name``; UnknownProfileError (naming ``where`` it was asked for) if none has it."""
     if name not in profiles():
-        raise UnknownNameError("profile", name, profiles())
+        raise UnknownProfileError(name, where)
     return profiles()[name]
 
 
@@ -180,7 +230,8 @@ def load_matrix(name: str) -> Matrix:
 
 def parse_matrix(name: str, raw: dict) -> Matrix:
     """Check and build a matrix from its YAML mapping."""
-    where = f"matrix {name!r} (cap/experiments/matrices/{name}.yml)"
+    where = f"matrix {name!r} ({matrix_file(f'{name}.yml')})"
+    raw = _mapping(where, raw, "matrix keys", empty_ok=False)
     _unknown_keys(where, raw, MATRIX_KEYS)
     for required in ("title", "datasets", "paradigms", "methods", "seeds", "profiles"):
         if required not in raw:
@@ -188,9 +239,11 @@ def parse_matrix(name: str, raw: dict) -> Matrix:
     config = raw.get("config", {}) or {}
     _check_changes(f"{where}, config", config, raw["datasets"])
     variants = []
-    for vname, spec in (raw.get("variants") or {"default": {}}).items():
-        spec = spec or {}
+    for vname, spec in (_mapping(f"{where}, variants", raw.get("variants"), "variant names to variants")
+                        or {"default": {}}).items():
+        spec = _mapping(f"{where}, variant {vname!r}", spec, "label, set, datasets, paradigms and profiles")
         _unknown_keys(f"{where}, variant {vname!r}", spec, VARIANT_KEYS)
+        _mapping(f"{where}, variant {vname!r}, set", spec.get("set"), "config fields")
         _check_changes(f"{where}, variant {vname!r}", spec.get("set", {}), spec.get("datasets", raw["datasets"]))
         variants.append(Variant(
             vname, spec.get("label", vname), dict(spec.get("set", {})),
@@ -215,9 +268,9 @@ def parse_matrix(name: str, raw: dict) -> Matrix:
         raise MatrixError(f"{where}: profiles must map profile names to scopes ({{}} for the whole matrix)")
     checked_scopes = {}
     for pname, scope in scopes.items():
-        get_profile(pname)
-        scope = scope or {}
         at = f"{where}, profile {pname!r}"
+        get_profile(pname, f"{where}, profiles")
+        scope = _mapping(at, scope, "scope keys (datasets, paradigms, methods, seeds; {} for the whole matrix)")
         _unknown_keys(at, scope, SCOPE_KEYS)
         checked_scopes[pname] = {
             "datasets": _names(f"{at} datasets", scope["datasets"], tuple(dataset_names()), _dataset) if "datasets" in scope else None,
@@ -282,13 +335,29 @@ def plan(matrix: str | Matrix, profile: str, datasets=None, paradigms=None, meth
             if m.sweep_field is not None:
                 values |= {m.sweep_field: value}
             values |= overrides or {}
-            config = resolve(make_config(**(values | dict(dataset=dataset, paradigm=paradigm, method=method,
-                                                          seed=seed))))
+            try:
+                config = resolve(make_config(**(values | dict(dataset=dataset, paradigm=paradigm, method=method,
+                                                              seed=seed))))
+            except CapError as err:  # e.g. a schedule set by the profile and by the matrix: name both files
+                raise _combination_error(m, prof, variant, value, dataset, overrides, err) from None
             key = config_hash(as_dict(config))
             if key not in seen:  # e.g. a sweep value equal to a variant's: one run
                 seen.add(key)
                 runs.append(PlannedRun(m.name, variant.name, value, config, key))
     return runs
+
+
+def _combination_error(m: Matrix, prof: Profile, variant: Variant, sweep_value, dataset: str, overrides,
+                       err: CapError) -> MatrixError:
+    """A config that the profile, the matrix, its variant, its sweep and the overrides make together
+    but that does not resolve: the error names every file and key that contributed."""
+    parts = [f"profile {prof.name!r} config ({matrix_file(PROFILES_FILE)})"] if prof.config else []
+    parts.append(f"matrix {m.name!r} ({matrix_file(f'{m.name}.yml')})"
+                 + (f" variant {variant.name!r}" if variant.changes else "")
+                 + (f" sweep {m.sweep_field}={sweep_value!r}" if m.sweep_field is not None else ""))
+    if overrides:
+        parts.append(f"the overrides {overrides} (--set)")
+    return MatrixError(f"{' + '.join(parts)} on {dataset}: {err}; change one of them so that they agree")
 
 
 def command(profile: str, matrix: str, dataset: str | None = None, paradigm: str | None = None,

@@ -32,6 +32,11 @@ class NotebookError(CapError):
     """A notebook that could not be run: bad parameters or an error inside it."""
 
 
+class NotebookStopped(NotebookError, RuntimeError):
+    """A notebook whose execution stopped before it finished (its kernel died or was killed, a cell
+    timed out): nothing was written in place of its output, and running it again redoes it."""
+
+
 def declared_parameters(notebook) -> dict[str, dict]:
     """The parameters cell of ``notebook``: name -> {type, default}."""
     from papermill.inspection import _infer_parameters
@@ -126,6 +131,12 @@ def run_notebook(source: str | Path, output: str | Path, parameters: dict | None
             raise NotebookError(
                 f"{source} failed with parameters {parameters}: {err.ename}: {err.evalue} (executed cells: {failed})"
             ) from None
+        except Exception as err:  # the kernel died (killed, out of memory), a cell timed out, ...
+            kept = f"; the cells it executed: {failed}" if _keep_partial(tmp, failed) else ""
+            reason = (str(err).strip().splitlines() or [""])[0]
+            raise NotebookStopped(
+                f"{source} stopped before it finished ({type(err).__name__}: {reason}); {output} was not written: "
+                f"run it again (make reruns it){kept}") from None
         executed = nbformat.read(tmp, as_version=4)
         executed.metadata.papermill.update(input_path=str(source), output_path=str(output))
         _fill_placeholders(executed, _page_context(context))
@@ -137,6 +148,18 @@ def run_notebook(source: str | Path, output: str | Path, parameters: dict | None
     atomic_write(output, execute)
     log.info("wrote %s", output)
     return output
+
+
+def _keep_partial(tmp: Path, failed: Path) -> bool:
+    """Keep what a stopped execution wrote as ``failed`` if it is a readable notebook; whether it was."""
+    import nbformat
+
+    try:
+        nbformat.read(tmp, as_version=4)
+    except Exception:  # half-written or empty: nothing to look at
+        return False
+    os.replace(tmp, failed)
+    return True
 
 
 def _page_context(context: dict) -> dict:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cap.atomic import atomic_write
 from cap.errors import CapError
+from cap.experiments.locks import MOVE_IT_AWAY, lock_path_problem, not_a_file
 from cap.experiments.provenance import code_version, current_fingerprint, describe_code
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,19 @@ def environment() -> dict:
     }
 
 
+class RecordPathError(CapError):
+    """Something other than a file where a run's record, failure record or lock file goes."""
+
+
+# A record that could not go where it belongs (something else is in the way) is kept beside it
+# under this suffix, which no reader of ``<kind>-<key>.json`` files picks up.
+RESCUED_SUFFIX = ".rescued"
+
+
 def write_record(directory: str | Path, kind: str, config: dict, results: dict) -> Path:
-    """Write ``{kind}-{hash}.json`` into ``directory`` atomically and return its path."""
+    """Write ``{kind}-{hash}.json`` into ``directory`` atomically and return its path. If a
+    directory (or another non-file) stands there, the record is kept as ``<that name>.rescued``
+    and RecordPathError says how to put it in place: a computed result is never lost."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     key = config_hash(config)
@@ -77,7 +89,38 @@ def write_record(directory: str | Path, kind: str, config: dict, results: dict) 
     # No indentation: json's C encoder, several times faster than its indenting Python one on the
     # long per-image lists of a run record (pages and the CSV are the readable views).
     text = json.dumps(_plain(record), allow_nan=True)
-    return atomic_write(directory / f"{kind}-{key}.json", lambda tmp: tmp.write_text(text))
+    path = directory / f"{kind}-{key}.json"
+    odd = not_a_file(path)
+    if odd is None:
+        try:
+            return atomic_write(path, lambda tmp: tmp.write_text(text))
+        except IsADirectoryError:  # a directory made there meanwhile
+            odd = "a directory"
+    rescued = atomic_write(path.with_name(path.name + RESCUED_SUFFIX), lambda tmp: tmp.write_text(text))
+    raise RecordPathError(f"{path} is {odd}, so run {key}'s {kind} record was saved as {rescued} instead: move "
+                          f"{path.name} away, then `mv {rescued} {path}` (nothing is recomputed)")
+
+
+def run_path_problem(key: str, records_dir: str | Path) -> str | None:
+    """What stands where run ``key`` writes a file (its record, failure record or lock file): a
+    directory or another non-file; None when nothing is in the way."""
+    records_dir = Path(records_dir)
+    for kind, what in (("run", "record"), ("failed", "failure record")):
+        path = records_dir / f"{kind}-{key}.json"
+        odd = not_a_file(path)
+        if odd:
+            return f"{path} is {odd} where run {key}'s {what} file goes"
+    return lock_path_problem(key, records_dir)
+
+
+def check_run_paths(keys, records_dir: str | Path) -> None:
+    """RecordPathError, before any of runs ``keys`` starts, if something other than a file stands
+    where one of them writes a file (it would train, then fail to write its record)."""
+    problems = [problem for key in keys if (problem := run_path_problem(key, records_dir))]
+    if problems:
+        more = f" (and {len(problems) - 1} more like it: `python -m cap runs --list` names them)" \
+            if problems[1:] else ""
+        raise RecordPathError(f"{problems[0]}{more}; no run was started: {MOVE_IT_AWAY}")
 
 
 # What every record holds, and what the results of a run or a failure record must hold besides.
@@ -158,8 +201,8 @@ class RunStatus:
 def record_status(key: str, records_dir: str | Path) -> RunStatus:
     """What the records folder holds for run ``key``: a current record (done, with the record), one
     that is unreadable, of another layout version or made by other code (stale: rerun it), a failure
-    record of this code (failed, with its error) or nothing (a failure of other code is not this
-    code's: the run is tried again)."""
+    record of this code (failed, with its error), a directory where one of its files goes (failed,
+    naming it) or nothing (a failure of other code is not this code's: the run is tried again)."""
     records_dir = Path(records_dir)
     path = records_dir / f"run-{key}.json"
     if path.is_file():
@@ -167,6 +210,9 @@ def record_status(key: str, records_dir: str | Path) -> RunStatus:
             return RunStatus("done", record=read_current_record(path))
         except StaleRecordError as err:
             return RunStatus("stale", str(err))
+    blocked = run_path_problem(key, records_dir)
+    if blocked:  # the run could not write its record: failed until someone moves the thing away
+        return RunStatus("failed", f"{blocked}: {MOVE_IT_AWAY}")
     failed = records_dir / f"failed-{key}.json"
     if failed.is_file():
         try:

@@ -12,7 +12,10 @@ record key) run on one of three executors (:mod:`cap.experiments.executors`):
 Every way leaves executed notebooks beside the records and one record per run. A run whose record
 exists is skipped unless forced; a run that another runner is executing (its per-run lock is held)
 or whose job is queued is skipped too, so concurrent runners split a selection. A failed run
-leaves a ``failed-<key>.json`` record with its traceback and the others go on.
+leaves a ``failed-<key>.json`` record with its traceback and the others go on. Every run uses one
+thread per process (torch, BLAS, OpenMP) whatever the executor and the worker count, so its numbers
+do not depend on them; a directory where a run's record or lock file goes stops the runner before
+anything trains.
 """
 
 from __future__ import annotations
@@ -25,16 +28,18 @@ import sys
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cap.data.registry import get_dataset
 from cap.errors import CapError, ParameterError
-from cap.experiments.executors import (RUN_NOTEBOOK, RunJob, SubmitLock, die_with_parent, live_statuses,
-                                       make_executor, slurm_queue, write_marker)
-from cap.experiments.locks import RunLock
+from cap.experiments.executors import (RUN_NOTEBOOK, RUN_THREADS, RunJob, SubmitLock, die_with_parent,
+                                       live_statuses, make_executor, remove_stale_marker_temporaries, slurm_queue,
+                                       write_marker)
+from cap.experiments.locks import MOVE_IT_AWAY, RunLock
 from cap.experiments.matrix import PlannedRun, get_profile, load_matrix, matrix_names, plan
-from cap.experiments.records import DEFAULT_RECORDS, RunStatus, record_status
+from cap.experiments.records import DEFAULT_RECORDS, RunStatus, check_run_paths, record_status, run_path_problem
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +85,32 @@ def not_busy(runs: list[PlannedRun], records_dir: str | Path, force: bool = Fals
     return [r for r in runs if states[r.key].state not in busy]
 
 
+@contextmanager
+def single_threaded():
+    """torch, and the BLAS and OpenMP pools of this process, at :data:`RUN_THREADS` thread(s)
+    inside; as they were after."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(RUN_THREADS)
+    try:
+        with threadpool_limits(RUN_THREADS):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def execute(run: PlannedRun, records_dir: str | Path, force: bool = False) -> RunStatus:
-    """One run, in this process, under its lock; a run another process holds is left to it (state
-    ``running``); a failure is recorded (by :func:`cap.experiments.runs.run`) and returned."""
+    """One run, in this process, under its lock, on one thread; a run another process holds is
+    left to it (state ``running``); a failure is recorded (by :func:`cap.experiments.runs.run`)
+    and returned, as is a directory where one of the run's files goes (before it trains)."""
     from cap.experiments.runs import run as run_config
 
+    blocked = run_path_problem(run.key, records_dir)
+    if blocked:  # it would train, then fail to write its record
+        log.error("run %s (%s) not started: %s: %s", run.key, run.labels, blocked, MOVE_IT_AWAY)
+        return RunStatus("failed", f"{blocked}: {MOVE_IT_AWAY}")
     with RunLock(run.key, records_dir) as lock:
         if not lock.held:
             return RunStatus("running", "running in another process")
@@ -92,11 +118,23 @@ def execute(run: PlannedRun, records_dir: str | Path, force: bool = False) -> Ru
             return RunStatus("done", "finished by another process")
         resumed = not force and _has_checkpoint(run, records_dir)
         try:
-            run_config(run.config, records_dir, force=force)
+            with single_threaded():  # identical numbers whatever the worker count or executor
+                run_config(run.config, records_dir, force=force)
         except Exception as err:  # recorded as failed-<key>.json with its traceback; the others go on
             log.error("run %s (%s) failed: %s: %s", run.key, run.labels, type(err).__name__, err)
             return RunStatus("failed", f"{type(err).__name__}: {err}")
     return RunStatus("done", "resumed from its checkpoint" if resumed else "")
+
+
+def mark_out_of_date(page: Path) -> None:
+    """Date an existing executed notebook to the epoch before it is executed again outside make
+    (`make runs` re-executes a group's page): a render killed midway writes nothing (the notebook
+    is written atomically), and the old page it leaves is then out of date for make, which renders
+    it again next time (``make book``). A render that succeeds replaces it."""
+    try:
+        os.utime(page, (0, 0))
+    except FileNotFoundError:
+        pass
 
 
 def _has_checkpoint(run: PlannedRun, records_dir: str | Path) -> bool:
@@ -156,6 +194,7 @@ def run_matrices(profile: str = "sim", matrices=None, datasets=None, paradigms=N
     notebooks_dir = Path(notebooks_dir or DEFAULT_NOTEBOOKS / profile)
     runs = selection.runs()
     pending = not_busy(runs, records_dir, force)
+    check_run_paths([run.key for run in pending], records_dir)  # before anything trains
     log.info("%s profile: %d runs selected, %d to run (%s executor)", profile, len(runs), len(pending), executor)
     if executor == "inprocess":
         _run_here(selection, runs, pending, records_dir, notebooks_dir, force, workers)
@@ -182,9 +221,8 @@ def _run_here(selection: Selection, runs, pending, records_dir: Path, notebooks_
         groups[(run.config.dataset, run.config.paradigm)].append(run)
     in_process = not RUN_NOTEBOOK.is_file()  # an installed package has no notebooks: runs go in this process
     workers = 1 if in_process else max(1, min(workers or get_profile(selection.profile).workers, len(groups) or 1))
-    env = dict(os.environ)
-    if workers > 1:  # several torch processes on a few cores: one thread each, or they fight
-        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    # One thread per process even with one worker: identical numbers whatever the worker count.
+    env = dict(os.environ) | {name: str(RUN_THREADS) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
 
     def launch(group):
         if in_process:
@@ -192,6 +230,7 @@ def _run_here(selection: Selection, runs, pending, records_dir: Path, notebooks_
             failed = [status for status in statuses if status.state == "failed"]
             return group, int(bool(failed)), [f"{len(failed)} runs failed" if failed else ""]
         output = notebooks_dir / f"{_group_name(*group)}.ipynb"
+        mark_out_of_date(output)
         parameters = selection.notebook_parameters(records_dir, *group, force=force)
         # The notebook (and so its kernel) ends with this runner, however the runner ends.
         done = subprocess.run(_notebook_command(parameters, output), env=env, capture_output=True, text=True,
@@ -235,6 +274,7 @@ def _submit(target, batch: list[tuple[PlannedRun, bool]], slots, make_job, recor
     """Submit ``batch`` (run, forced) less what another runner has queued or is running meanwhile,
     and leave a job marker for each run."""
     with SubmitLock(records_dir):
+        remove_stale_marker_temporaries(records_dir)  # what killed marker writers left
         forced = {run.key for run, force in batch if force}
         batch = [r for r in not_busy([run for run, _ in batch], records_dir, True)
                  if r.key in forced or record_status(r.key, records_dir).state != "done"]
@@ -268,8 +308,7 @@ def _submit_and_follow(target, selection: Selection, runs, pending, records_dir:
     each has a result, submitting again a job that ended without one."""
     from tqdm.auto import tqdm
 
-    threads = max(1, (os.cpu_count() or 1) // len(target.slots)) if target.slots else None
-    make_job = lambda run, fresh: _job_for(run, selection, records_dir, notebooks_dir, fresh, threads)  # noqa: E731
+    make_job = lambda run, fresh: _job_for(run, selection, records_dir, notebooks_dir, fresh, RUN_THREADS)  # noqa: E731
     waiting = [(run, force) for run in sorted(pending, key=lambda r: -_cost(r))]
     active: dict[str, _Submitted] = {}
     resubmits: Counter = Counter()
