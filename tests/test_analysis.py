@@ -204,3 +204,17 @@ def test_balance_table_by_hand():
     assert row["dataset"] == "DTD" and row["below_10"] == 1 and row["classes"] == 3
     assert row["under_predicted"] == pytest.approx(100 / 3)
     assert row["entropy"] == pytest.approx((np.log(3) / 3 + 2 / 3 * np.log(1.5)) / np.log(3))
+
+
+def test_figure9_diagnostics_conclusion_by_hand():
+    scale = pd.DataFrame([{"dataset": "dtd", "m": m, "confidence": c, "accuracy": a, "ece": e}
+                          for m, c, a, e in ((0.0, 70, 60, 10), (2.0, 74, 61, 13))])
+    effects = pd.DataFrame([{"setting": "preset confusion", "victim → attractor": v} for v in (-5.0, 2.0)])
+    # confidence +4, accuracy +1: 3 points more confidence; ECE higher on the one dataset
+    text = calibration.diagnostics_conclusion(scale, effects)
+    assert "from m = 0 to 2 raises mean confidence by +4.0 points and accuracy by +1.0 (ECE higher on 1 of 1" in text
+    assert "raises confidence more than accuracy" in text and "on 1 of 2 datasets" in text
+    more_accurate = scale.assign(accuracy=[60, 66])  # accuracy +6 against confidence +4: 2 points more accuracy
+    assert "accuracy rises 2.0 points more than confidence" in calibration.diagnostics_conclusion(more_accurate,
+                                                                                                  effects.iloc[:0])
+    assert calibration.diagnostics_conclusion(None, effects.iloc[:0]) == "The diagnostics have not run yet."
