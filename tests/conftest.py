@@ -10,6 +10,25 @@ from cap import ensure_torchvision_importable
 ROOT = Path(__file__).resolve().parents[1]
 ensure_torchvision_importable()  # test modules import torchvision and open_clip themselves
 
+NOTEBOOK_HEADER = """---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+"""
+TINY_NOTEBOOK = NOTEBOOK_HEADER + """
+```{code-cell} ipython3
+:tags: [parameters]
+
+x: int = 0
+```
+"""  # a MyST notebook with one parameter, for the notebook runner's tests
+
 
 @pytest.fixture(scope="session")
 def root() -> Path:

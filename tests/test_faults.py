@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -35,6 +34,7 @@ from cap.experiments.locks import LockPathError, RunLock, lock_holder
 from cap.experiments.matrix import MatrixError, plan
 from cap.experiments.records import (RESCUED_SUFFIX, RecordPathError, config_hash, read_current_record, record_status,
                                      write_record)
+from conftest import TINY_NOTEBOOK
 
 ZERO_SHOT = dict(datasets=["eurosat"], paradigms=["ul"], methods=["zero_shot"], seeds=[1])
 SELECT = ["--matrix", "table1", "--dataset", "eurosat", "--paradigm", "ul", "--method", "zero_shot", "--seeds", "1"]
@@ -325,24 +325,6 @@ def test_run_notebooks_and_jobs_get_one_thread_whatever_the_worker_count(workers
 
 # -- 5. a run page killed while it renders -----------------------------------------------------------
 
-TINY_NOTEBOOK = textwrap.dedent("""\
-    ---
-    jupytext:
-      text_representation:
-        extension: .md
-        format_name: myst
-    kernelspec:
-      display_name: Python 3
-      language: python
-      name: python3
-    ---
-
-    ```{code-cell} ipython3
-    :tags: [parameters]
-
-    x: int = 0
-    ```
-    """)
 
 
 def _dies_midway(notebook, output, **kwargs):

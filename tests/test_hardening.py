@@ -33,6 +33,7 @@ from cap.experiments.records import (RECORD_VERSION, StaleRecordError, config_ha
 from cap.experiments.runs import run
 from cap.methods.checkpoints import CheckpointError, RunInterrupted, load_checkpoint, save_checkpoint
 from cap.methods.engine import TrainingDiverged, check_finite_losses
+from conftest import TINY_NOTEBOOK
 
 SMALL = dict(dataset="dtd", sim_train_per_class=24, sim_test_per_class=8, epochs=3, iters_per_epoch=4, batch_size=16,
              concept_alignment=False)
@@ -297,23 +298,6 @@ def test_files_are_written_with_the_umask_and_no_temporary_is_left(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c", record.name]
 
 
-TINY_NOTEBOOK = """---
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
----
-
-```{code-cell} ipython3
-:tags: [parameters]
-
-x: int = 0
-```
-"""
 
 
 def test_a_killed_writers_temporary_file_is_removed_by_the_next_notebook_run(tmp_path, root):

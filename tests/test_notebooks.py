@@ -9,21 +9,9 @@ import pytest
 
 from cap.errors import ParameterError
 from cap.experiments.notebooks import NotebookError, check_parameters, run_notebook
+from conftest import NOTEBOOK_HEADER
 
-HEADER = textwrap.dedent(
-    """\
-    ---
-    jupytext:
-      text_representation:
-        extension: .md
-        format_name: myst
-    kernelspec:
-      display_name: Python 3
-      language: python
-      name: python3
-    ---
-    """
-)
+HEADER = NOTEBOOK_HEADER
 
 
 def notebook(tmp_path, body: str):
