@@ -49,3 +49,24 @@ def run_python(code: str, timeout: int = 300) -> subprocess.CompletedProcess:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
+
+
+def cli(capsys, *argv) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of ``python -m cap *argv``, run in this process."""
+    from cap.cli import main
+
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exit_:
+        code = exit_.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def assert_one_clear_error(code: int, err: str, *needles: str) -> str:
+    """The CLI failed with exit status 2 and exactly one ``error:`` line holding every needle, no traceback."""
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1, (code, err)
+    assert all(needle in lines[0] for needle in needles), (needles, lines[0])
+    return lines[0]

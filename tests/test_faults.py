@@ -26,7 +26,6 @@ import torch
 
 import cap.experiments.matrix as matrix_module
 from cap.atomic import _host
-from cap.cli import main
 from cap.config import as_dict, make_config, resolve
 from cap.experiments import runner
 from cap.experiments.executors import RUN_THREADS, RunJob, marker_path, remove_stale_marker_temporaries, write_marker
@@ -34,29 +33,11 @@ from cap.experiments.locks import LockPathError, RunLock, lock_holder
 from cap.experiments.matrix import MatrixError, plan
 from cap.experiments.records import (RESCUED_SUFFIX, RecordPathError, config_hash, read_current_record, record_status,
                                      write_record)
-from conftest import TINY_NOTEBOOK
+from conftest import TINY_NOTEBOOK, assert_one_clear_error, cli
 
 ZERO_SHOT = dict(datasets=["eurosat"], paradigms=["ul"], methods=["zero_shot"], seeds=[1])
 SELECT = ["--matrix", "table1", "--dataset", "eurosat", "--paradigm", "ul", "--method", "zero_shot", "--seeds", "1"]
 SMALL = dict(dataset="dtd", method="zero_shot", sim_train_per_class=24, sim_test_per_class=8)
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    """(exit status, stdout, stderr) of ``python -m cap *argv``, run in this process."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exit_:
-        code = exit_.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def assert_one_clear_error(code: int, err: str, *needles: str) -> str:
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert code == 2 and len(lines) == 1, (code, err)
-    assert all(needle in lines[0] for needle in needles), (needles, lines[0])
-    return lines[0]
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ import pytest
 import torch
 
 from cap.atomic import atomic_write, remove_stale_temporaries, writable_folder
-from cap.cli import main
 from cap.config import RunConfig, as_dict, make_config, resolve
 from cap.errors import CapError, ParameterError, check_float
 from cap.experiments import report
@@ -33,30 +32,12 @@ from cap.experiments.records import (RECORD_VERSION, StaleRecordError, config_ha
 from cap.experiments.runs import run
 from cap.methods.checkpoints import CheckpointError, RunInterrupted, load_checkpoint, save_checkpoint
 from cap.methods.engine import TrainingDiverged, check_finite_losses
-from conftest import TINY_NOTEBOOK
+from conftest import TINY_NOTEBOOK, assert_one_clear_error, cli
 
 SMALL = dict(dataset="dtd", sim_train_per_class=24, sim_test_per_class=8, epochs=3, iters_per_epoch=4, batch_size=16,
              concept_alignment=False)
 SMALL_SET = ["sim_train_per_class=24", "sim_test_per_class=8", "epochs=3", "iters_per_epoch=4", "batch_size=16",
              "concept_alignment=false"]
-
-
-def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    """(exit status, stdout, stderr) of ``python -m cap *argv``, run in this process."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exit_:
-        code = exit_.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def assert_one_clear_error(code: int, err: str, *needles: str) -> str:
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert code == 2 and len(lines) == 1, (code, err)
-    assert all(needle in lines[0] for needle in needles), (needles, lines[0])
-    return lines[0]
 
 
 def key_of(**changes) -> str:
