@@ -55,3 +55,9 @@ def test_counts_lists_and_bounds():
     assert claims_page.last_snapshot_text([{"written": "2026-12-07T20:00", "rule_version": 2, "code_fingerprint": "ab",
                                             "commit": "0123456789abc"}]) == (
         "the last of 1 snapshots was written on 2026-12-07 under rule version 2 by code `ab` (commit `0123456789`)")
+
+
+def test_sweep_exclusions_come_from_the_rule():
+    values, why = claims_page.sweep_exclusions("figure10_margin_scale")
+    assert values == [0.0] and why.startswith("m = 0 is no margin at all")
+    assert claims_page.sweep_exclusions("figure6_k") == ([], "")

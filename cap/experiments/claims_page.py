@@ -7,7 +7,7 @@ from html import escape
 
 import pandas as pd
 
-from cap.experiments.claims import TOO_FEW, evidence_text
+from cap.experiments.claims import TOO_FEW, claims, evidence_text
 from cap.experiments.matrix import command, load_matrix
 
 VERDICT_STYLE = {"supported": "✔ supported", "contradicted": "✘ contradicted", "inconclusive": "? inconclusive",
@@ -95,3 +95,12 @@ def contradicted_list(table: pd.DataFrame) -> str:
     contradicted = table[table["sim_verdict"] == "contradicted"]
     return "\n".join(f"- **{row['claim']}** {explanation(row)}" for _, row in contradicted.iterrows()) or \
         "The simulator contradicts none of the claims."
+
+
+def sweep_exclusions(matrix: str) -> tuple[list[float], str]:
+    """The swept values a robustness claim on ``matrix`` leaves out, and why ([] and "" for none)."""
+    for claim in claims():
+        test = claim["test"]
+        if test["kind"] == "robust" and test.get("matrix") == matrix and test.get("exclude"):
+            return [float(v) for v in test["exclude"]], test.get("exclude_reason", "")
+    return [], ""
