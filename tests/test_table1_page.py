@@ -72,3 +72,12 @@ def test_a_verdict_across_a_knob():
     assert table["datasets"].iloc[2] == 0
     shown = sensitivity.as_shown(table)
     assert shown["effect [95 % interval]"].iloc[0].startswith("+3.0 [") and shown["effect [95 % interval]"].iloc[2] == "—"
+
+
+def test_the_baselines_ranking_sentence():
+    ahead = _runs({("cub", "ul", "cpl"): [62, 64, 63], ("cub", "ul", "grip"): [60, 60, 60]})
+    text = table1.baseline_ranking(ahead)
+    assert text.startswith("CPL minus GRIP: +3.0 points [") and "CPL is ahead of GRIP, as in every published" in text
+    behind = _runs({("cub", "ul", "cpl"): [57, 56, 58], ("cub", "ul", "grip"): [60, 60, 60]})
+    assert "GRIP is ahead of CPL, the reverse of every published table" in table1.baseline_ranking(behind)
+    assert table1.baseline_ranking(ahead.iloc[:0]) == "CPL against GRIP: no paired runs yet."
