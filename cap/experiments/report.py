@@ -27,7 +27,8 @@ from cap.experiments.references import reference_number
 
 PARADIGM_TITLES = {"ssl": "SSL", "ul": "UL", "trzsl": "TRZSL"}
 PROFILE_TITLES = {"paper": "Real data", "sim": "Concept simulator"}
-METHOD_COLOURS = {"zero_shot": "#6b6b6b", "fpl": "#1f77b4", "grip": "#2ca02c", "cpl": "#ff7f0e", "cap": "#d62728"}
+# Okabe and Ito's palette, told apart with any colour vision
+METHOD_COLOURS = {"zero_shot": "#6b6b6b", "fpl": "#56b4e9", "grip": "#009e73", "cpl": "#0072b2", "cap": "#d55e00"}
 NOT_RUN = "not run yet"
 NO_VALUE = "—"
 MINUS = "\u2212"
