@@ -26,7 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import cap  # noqa: F401  (before open_clip / torchvision: CPU torchvision fix)
 import numpy as np
 import torch
 

@@ -234,7 +234,9 @@ def run(args: argparse.Namespace) -> dict:
     work = Path(args.work or tempfile.mkdtemp(prefix="cap-official-"))
     work.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(ROOT))
-    import cap  # noqa: F401  (import hook: CUDA torchvision wheel on CPU-only torch)
+    from cap import ensure_torchvision_importable
+
+    ensure_torchvision_importable()  # before torchvision: a CUDA torchvision wheel on a CPU-only torch
 
     if __package__:  # imported as benchmarks.official_fixture
         from . import official_weights as recipe

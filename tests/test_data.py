@@ -13,7 +13,6 @@ import torch
 from datagen import cub_folder_name, expected_sizes, write_all, write_dataset
 from PIL import Image
 
-import cap  # noqa: F401  (before torchvision: installs the CPU-compat hook)
 from cap.data import (
     DATA_ROOT_ENV,
     DataRootError,

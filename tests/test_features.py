@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 
-import cap  # noqa: F401  (before open_clip: CPU torchvision fix)
 import numpy as np
 import pytest
 import torch

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import cap  # noqa: F401  (before open_clip: CPU torchvision fix)
 import pytest
 import torch
 import torch.nn.functional as F

@@ -23,7 +23,6 @@ import numpy as np
 import pytest
 import torch
 
-import cap  # noqa: F401  (before open_clip / torchvision: CPU torchvision fix)
 from benchmarks.official_weights import digest, learnable_tensors, save_torchscript, state_dict
 
 DATA = Path(__file__).parent / "data" / "official"

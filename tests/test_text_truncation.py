@@ -4,7 +4,6 @@ pass up to float summation order. Tiny CLIP (tests/tiny_clip.py), MaPLe at depth
 
 from __future__ import annotations
 
-import cap  # noqa: F401  (before open_clip: CPU torchvision fix)
 import pytest
 import torch
 from tiny_clip import TINY_B, tiny_config

@@ -7,7 +7,6 @@ import json
 import math
 from pathlib import Path
 
-import cap  # noqa: F401  (before open_clip: CPU torchvision fix)
 import numpy as np
 import pytest
 from datagen import write_dataset

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cap  # noqa: F401  (must precede open_clip: CPU torchvision fix)
-import open_clip
 import torch
-from open_clip import pretrained as oc_pretrained
-from open_clip.factory import _MODEL_CONFIGS
 
-from cap.models.model_config import ModelConfig
+# First: importing cap's model config makes torchvision importable (cap/_torchvision.py), which
+# open_clip needs on a CPU torch with a CUDA torchvision wheel, in a notebook kernel's startup too.
+from cap.models.model_config import ModelConfig  # isort: skip
+import open_clip  # noqa: E402
+from open_clip import pretrained as oc_pretrained  # noqa: E402
+from open_clip.factory import _MODEL_CONFIGS  # noqa: E402
 
 TINY_B, TINY_L = "cap-tiny-b32", "cap-tiny-l14"
 IMAGE_SIZE = 32
