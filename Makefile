@@ -101,6 +101,7 @@ $(GEN)/status.ipynb: notebooks/status.md $(SIM_PAGES) $(PAGE_NOTEBOOKS) $(SIM_RU
 sim-pages: $(SIM_PAGES)
 
 $(HTML): $(GEN)/status.ipynb $(SIM_PAGES) $(PAGE_NOTEBOOKS) $(SIM_RUN_PAGES) $(FIGURES) $(BOOK_SOURCES) | $(STAMP)
+	rm -rf book/_build/html/records  # Sphinx adds the extra path's files but never removes old ones
 	$(VENV)/bin/jupyter-book build book --warningiserror --keep-going
 
 # The runs use both cores themselves; the page notebooks after them run two at a time. Failed runs

@@ -51,7 +51,7 @@ def test_wide_table_bolds_only_a_lead_beyond_the_spread_and_links_each_seed(tmp_
                           _cell("resisc45", "cap", 70.0, [1]), _cell("resisc45", "fpl", np.nan, [])])
     html = report.wide_html(cells, links=links)
     assert html.count("<strong>") == 1 and "<strong>50.0</strong>" in html
-    assert "leads the next best by more than either one's seed spread" in html
+    assert "leads the next best by more than either one's spread over replicates" in html
     assert '<a href="../../_generated/runs/sim/dtd-ul.html#run-cap1">1</a>' in html, "a run page where there is one"
     assert '<a href="../../records/sim/run-cap2.json">2</a>' in html, "else the record itself"
     assert "not run yet" in html and "No published line: CAP's table is not transcribed for that cell." in html

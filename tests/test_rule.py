@@ -53,12 +53,14 @@ def test_snapshots_are_added_only_when_something_changed(tmp_path):
     missing = verdict_log.snapshot(_table({"table1_grip": ("no runs", float("nan")), "figure6": ("supported", 1.0)}))
     assert not verdict_log.record_snapshot(path, missing)  # a build with runs missing records nothing
     flipped = verdict_log.snapshot(_table({"table1_grip": ("contradicted", -1.2), "figure6": ("inconclusive", 2.0)}))
-    flipped |= {"simulator_fingerprint": "0" * 16, "code_fingerprint": "1" * 16, "written": "2030-01-02T00:00:00+00:00"}
+    flipped |= {"simulator_fingerprint": "0" * 16, "code_fingerprint": "1" * 16, "written": "2030-01-02T00:00:00+00:00",
+                "note": "the simulator's confusion halved"}
     assert verdict_log.record_snapshot(path, flipped)
     (flip,) = verdict_log.changelog(verdict_log.read_history(path)).to_dict("records")
     assert (flip["claim"], flip["old"], flip["new"], flip["old effect"], flip["new effect"]) == \
         ("table1_grip", "supported", "contradicted", 1.5, -1.2)
     assert flip["what changed"] == "simulator" and flip["when"] == "2030-01-02"
+    assert flip["why"] == "the simulator's confusion halved"
     assert json.loads(path.read_text())[0]["verdicts"]["figure6"] == {"verdict": "inconclusive", "effect": 2.5,
                                                                      "low": 1.5, "high": 3.5}
 

@@ -137,8 +137,8 @@ def diagnostics_conclusion(scale: pd.DataFrame | None, effects: pd.DataFrame, no
         excess = gain["confidence"] - gain["accuracy"]
         reading = ("training with a margin that is absent at test time raises confidence more than accuracy, a genuine "
                    "effect of the method rather than of the simulator" if excess > 2 * noise else
-                   f"accuracy rises {-excess:.1f} points more than confidence, so the larger margin does not make CAP "
-                   "overconfident here" if excess < -2 * noise else
+                   f"accuracy rises {-excess:.1f} points more than confidence, so a larger margin adds no "
+                   "overconfidence here (CAP is overconfident at every m: compare confidence and accuracy in the table)" if excess < -2 * noise else
                    "confidence and accuracy rise by about as much (within 1 point), so the scale alone does not "
                    "decalibrate CAP")
         clauses.append(f"raising the margin scale from m = {low:g} to {high:g} raises mean confidence by "

@@ -267,8 +267,8 @@ def wide_html(cells: pd.DataFrame, rows: str = "method", columns: str = "dataset
         table.setdefault(escape(str(cell[rows])), {})[escape(str(cell[columns]))] = _wide_cell(raw, index in best_rows, links)
     frame = pd.DataFrame.from_dict(table, orient="index").fillna("not in this matrix")
     frame.columns.name = escape(rows)  # the corner cell names the row labels, no extra header row
-    notes = ["Bold: the best mean of its column, where it leads the next best by more than either one's seed "
-             "spread (std); no bold: no method is ahead by more than the spread."]
+    notes = ["Bold: the best mean of its column, where it leads the next best by more than either one's spread "
+             "over replicates (std); no bold: nothing leads by more than the spread."]
     if "paper" in cells:
         if cells["verified"].eq(False).any():
             notes.append("* an unverified transcription of the published number.")

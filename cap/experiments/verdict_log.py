@@ -82,7 +82,8 @@ def record_snapshot(path: str | Path, new: dict) -> bool:
 
 def changelog(history: list[dict]) -> pd.DataFrame:
     """Every verdict that changed between consecutive snapshots: when, the claim, old → new, the
-    effects, and what changed between them (code, simulator, rule)."""
+    effects, what changed between them (code, simulator, rule) and why, in words: the newer
+    snapshot's ``note``, written into the committed history with the change that caused it."""
     rows = []
     for old, new in zip(history, history[1:]):
         changed = [name for name, key in (("rule", "rule_fingerprint"), ("simulator", "simulator_fingerprint"),
@@ -95,7 +96,8 @@ def changelog(history: list[dict]) -> pd.DataFrame:
                 rows.append({"when": new["written"][:10], "claim": claim, "old": before["verdict"],
                              "new": verdict["verdict"], "old effect": before.get("effect"),
                              "new effect": verdict.get("effect"), "what changed": ", ".join(changed) or "nothing",
+                             "why": new.get("note", "—"),
                              "rule": f"{old.get('rule_version')} → {new.get('rule_version')}",
                              "commit": (new.get("commit") or "")[:10]})
-    return pd.DataFrame(rows, columns=["when", "claim", "old", "new", "old effect", "new effect", "what changed", "rule",
-                                       "commit"])
+    return pd.DataFrame(rows, columns=["when", "claim", "old", "new", "old effect", "new effect", "what changed", "why",
+                                       "rule", "commit"])
