@@ -38,7 +38,7 @@ TINY = UNSCALED | {"sim_train_per_class": 16, "sim_test_per_class": 8, "baseline
 SLICE = dict(matrices=["table1"], datasets=["eurosat"], paradigms=["ul"], methods=["zero_shot", "fpl", "grip", "cap"],
              seeds=[1])
 # CAP runs long enough to be cancelled in the middle.
-LONG = TINY | {"epochs": 3, "iters_per_epoch": 10}
+LONG = TINY | {"epochs": 3, "iters_per_epoch": 200}  # seconds of training: a job is seen running before it ends
 TEST_SLURM = {"gpus_per_node": 0, "cpus_per_task": 1, "time": 30, "signal_delay_s": 30}
 LINE = re.compile(r"\(([0-9a-f]{12})\): (\w+)(, [^(]*)? \(")
 
