@@ -1,6 +1,7 @@
 """One CAP step on a tiny fixed batch: the loss against hand-computed values, and which adapter
 sees which stream."""
 
+import copy
 import math
 
 import numpy as np
@@ -9,9 +10,11 @@ import torch
 
 from cap.config import make_config, resolve
 from cap.data.splits import make_split
+from cap.core.losses import margin_cross_entropy, masked_margin_cross_entropy
 from cap.methods.cap import CapTrainer, StepBatch
 from cap.methods.engine import predict_test
 from cap.models.feature_backbone import FeatureBackbone
+from cap.sources import make_source
 from cap.sources.source import Source
 
 # Two classes in two dimensions, text features on the axes, logit scale 1: every logit is a cosine.
@@ -115,3 +118,45 @@ def test_no_adapter_at_evaluation(tmp_path):
     trainer = tiny_trainer(tmp_path)
     seen = seen_by(trainer, lambda: predict_test(trainer.backbone, trainer.source))
     assert seen == {"text": [], "main": [], "pseudo": []}
+
+
+def stream_by_stream_loss(trainer, b: StepBatch, margin):
+    """The step's loss written as the method page's table reads, one stream at a time: each
+    stream's own image pass and adapter pass, logits s · (features @ textᵀ). The step shares one
+    image pass, one main-adapter pass and the scaled text between streams; it must equal this."""
+    s, text = trainer.backbone.logit_scale, trainer.adapters.text(trainer.backbone.encode_text())
+    main = lambda x: trainer.adapters.main(trainer.backbone.encode_image(x))  # noqa: E731
+    with torch.no_grad():
+        confidence, pseudo = torch.softmax(s * main(b.weak) @ text.T, dim=1).max(1)
+    loss = margin_cross_entropy(s * main(b.dpl) @ text.T, b.dpl_labels, margin)
+    if b.labelled is not None:
+        loss = loss + margin_cross_entropy(s * main(b.labelled) @ text.T, b.labels, margin)
+    strong = trainer.adapters.pseudo(trainer.backbone.encode_image(b.strong))
+    return loss + masked_margin_cross_entropy(s * strong @ text.T, pseudo, confidence > trainer.config.tau, margin)
+
+
+@pytest.mark.parametrize("paradigm", ["ul", "ssl"])
+def test_shared_passes_equal_the_stream_by_stream_step(tmp_path, paradigm):
+    """Values and gradients of a step on the simulator, against the stream-by-stream reference."""
+    config = resolve(make_config(dataset="eurosat", paradigm=paradigm, backend="sim", method="cap", iters_per_epoch=1,
+                                 sim_train_per_class=16, sim_test_per_class=4, tau=0.3))
+    source = make_source(config)
+    trainer = CapTrainer(config, source, source.make_backbone(config, "maple", torch.device("cpu")), tmp_path,
+                         torch.device("cpu"))
+    board, _ = trainer.initial_dpl()
+    with torch.no_grad():  # leave zero-shot, so no gradient vanishes by symmetry
+        for p in trainer.backbone.prompt_parameters():
+            p.copy_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(5)))
+    margin = trainer.margin(board, np.arange(source.n_classes) + 1.0)
+    step = next(trainer.epoch_batches(1, board))
+    reference = copy.deepcopy(trainer)
+    ref_loss = stream_by_stream_loss(reference, step, margin)
+    ref_loss.backward()
+    out = trainer.step(step, margin)
+    assert out.loss.item() == pytest.approx(ref_loss.item(), rel=1e-6)
+    named = lambda t: dict(t.backbone.named_parameters()) | dict(t.adapters.named_parameters())  # noqa: E731
+    grads, ref_grads = named(trainer), named(reference)
+    assert len(grads) == 2 + 12  # both maps; the three adapters' two layers, weights and biases
+    for name, p in grads.items():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+        torch.testing.assert_close(p.grad, ref_grads[name].grad, atol=1e-7, rtol=1e-4, msg=name)

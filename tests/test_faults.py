@@ -160,9 +160,9 @@ PROFILE_CONFIG = "config: {backend: sim,"  # how profiles.yml's sim profile star
 BAD_FILES = {  # edit -> what the one error line must name
     "a profile is a list": (lambda d: (d / "profiles.yml").write_text("sim: [title, config]\n"),
                             ["profiles.yml", "profile 'sim'", "must be a mapping", "got a list"]),
-    "workers is a word": (lambda d: _edit(d / "profiles.yml", "workers: 2", "workers: two"),
+    "workers is a word": (lambda d: _edit(d / "profiles.yml", "workers: cores", "workers: two"),
                           ["profiles.yml", "profile 'sim'", "workers", "'two'", "whole number"]),
-    "workers is a fraction": (lambda d: _edit(d / "profiles.yml", "workers: 2", "workers: 1.5"),
+    "workers is a fraction": (lambda d: _edit(d / "profiles.yml", "workers: cores", "workers: 1.5"),
                               ["profiles.yml", "workers", "1.5"]),
     "a profile's config value": (lambda d: _edit(d / "profiles.yml", PROFILE_CONFIG,
                                                  "config: {epochs: many, backend: sim,"),
@@ -210,7 +210,16 @@ def test_an_unknown_profile_on_the_command_line_names_where_profiles_are_defined
 def test_the_package_files_still_load_through_the_override(matrices):
     _matrix(matrices)
     assert [r.config.method for r in plan("t", "sim")] == ["zero_shot"]
-    assert matrix_module.get_profile("sim").workers == 2
+    assert matrix_module.get_profile("sim").workers == matrix_module.available_cores()
+
+
+def test_workers_cores_is_one_worker_per_core_this_process_may_use(matrices, monkeypatch):
+    _matrix(matrices)
+    monkeypatch.setattr(matrix_module.os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    matrix_module.profiles.cache_clear()
+    assert matrix_module.get_profile("sim").workers == 3
+    assert matrix_module.get_profile("paper").workers == 1
+    matrix_module.profiles.cache_clear()
 
 
 # -- 3. temporary files of job markers --------------------------------------------------------------

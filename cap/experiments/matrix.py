@@ -12,6 +12,7 @@ of its record, so a run shared by two matrices is one run.
 from __future__ import annotations
 
 import itertools
+import os
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -141,6 +142,15 @@ def matrix_names() -> list[str]:
     return sorted(p.name[:-4] for p in MATRICES_DIR.iterdir() if p.name.endswith(".yml") and p.name != PROFILES_FILE)
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, not the machine's count: a Slurm
+    or container limit is respected). Each worker runs its notebook on one thread."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no affinity masks on this platform (macOS)
+        return max(1, os.cpu_count() or 1)
+
+
 @cache
 def profiles() -> dict[str, Profile]:
     out = {}
@@ -151,9 +161,11 @@ def profiles() -> dict[str, Profile]:
         config = _mapping(f"{where}, config", raw.get("config"), "config fields")
         _check_changes(f"{where}, config", config)  # unknown keys and bad values fail here
         workers = raw.get("workers", 1)
+        if workers == "cores":
+            workers = available_cores()
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise MatrixError(f"{where}, workers: must be a whole number of notebooks run at once (1 or more), got "
-                              f"{workers!r}; e.g. workers: 2")
+            raise MatrixError(f"{where}, workers: must be a whole number of notebooks run at once (1 or more) or "
+                              f"'cores' (one per CPU core this process may use), got {workers!r}; e.g. workers: 2")
         out[name] = Profile(name, raw.get("title", name), raw.get("about", ""), dict(config), workers)
     return out
 

@@ -64,8 +64,8 @@ def fit(backbone, source, config: RunConfig, index: np.ndarray, targets: torch.T
         epoch_losses = []
         for step, batch in enumerate(batches):
             rows = positions[step * b:(step + 1) * b]
-            text = backbone.encode_text()
-            logits = backbone.logit_scale * backbone.encode_image(batch["weak"].to(device)) @ text.T
+            text = backbone.logit_scale * backbone.encode_text()  # the scale applied to C rows, not B × C logits
+            logits = backbone.encode_image(batch["weak"].to(device)) @ text.T
             loss = (F.cross_entropy(logits.float(), labels[rows].to(device)) if labels is not None
                     else partial_label_loss(logits, targets[rows].to(device)))
             optimizer.zero_grad(set_to_none=True)

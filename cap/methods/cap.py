@@ -173,20 +173,22 @@ class CapTrainer:
         them and one image pass by the trained streams. L = L_PL + L_L + L_UL, one backward pass,
         then both optimisers and both schedulers step.
         """
-        s, b = self.backbone.logit_scale, len(batch.dpl)
-        text = self.adapters.text(self.backbone.encode_text())
+        b = len(batch.dpl)
+        # the logit scale applied once to the adapted class texts, shared by every stream's logits
+        text = self.backbone.logit_scale * self.adapters.text(self.backbone.encode_text())
         with torch.no_grad():
             weak = self.adapters.main(self.backbone.encode_image(batch.weak))
-            confidence, pseudo = F.softmax(s * weak @ text.detach().T, dim=1).max(1)
+            confidence, pseudo = F.softmax(weak @ text.detach().T, dim=1).max(1)
             mask = confidence > self.config.tau
         parts = [batch.dpl] + ([batch.labelled] if batch.labelled is not None else []) + [batch.strong]
         features = self.backbone.encode_image(torch.cat(parts))
-        loss = margin_cross_entropy(s * self.adapters.main(features[:b]) @ text.T, batch.dpl_labels, margin)
+        n_main = len(features) - len(batch.strong)  # D_PL and labelled rows: one main-adapter pass
+        main = self.adapters.main(features[:n_main]) @ text.T
+        loss = margin_cross_entropy(main[:b], batch.dpl_labels, margin)
         if batch.labelled is not None:
-            labelled = features[b:b + len(batch.labelled)]
-            loss = loss + margin_cross_entropy(s * self.adapters.main(labelled) @ text.T, batch.labels, margin)
-        strong = self.adapters.pseudo(features[-len(batch.strong):])
-        loss = loss + masked_margin_cross_entropy(s * strong @ text.T, pseudo, mask, margin)
+            loss = loss + margin_cross_entropy(main[b:], batch.labels, margin)
+        strong = self.adapters.pseudo(features[n_main:])
+        loss = loss + masked_margin_cross_entropy(strong @ text.T, pseudo, mask, margin)
 
         self.prompt_opt.zero_grad(set_to_none=True)
         self.adapter_opt.zero_grad(set_to_none=True)
