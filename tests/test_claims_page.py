@@ -61,3 +61,29 @@ def test_sweep_exclusions_come_from_the_rule():
     values, why = claims_page.sweep_exclusions("figure10_margin_scale")
     assert values == [0.0] and why.startswith("m = 0 is no margin at all")
     assert claims_page.sweep_exclusions("figure6_k") == ([], "")
+
+
+def test_rule_values_and_versions():
+    rule = {"version": 3, "confidence": 0.95, "resamples": 2000, "min_replicates": 3,
+            "history": [{"version": 1, "rule": "first"}, {"version": 2, "rule": "intervals stratified"}]}
+    assert claims_page.rule_values(rule, "abc") == {
+        "claims_rule_version": 3, "claims_rule_fingerprint": "abc", "claims_confidence": 95,
+        "claims_resamples": 2000, "claims_min_replicates": 3}
+    assert claims_page.rule_versions_text(rule) == "**Versions of the rule.** 1: first. 2: intervals stratified."
+
+
+def test_count_values_add_the_total_and_the_real_runs():
+    table = _table()
+    table.loc[1, "paper_done"] = 2  # one claim has real-data results
+    assert claims_page.count_values(table) == {"claims_supported": 1, "claims_contradicted": 1,
+                                               "claims_inconclusive": 0, "claims_not_testable_here": 1,
+                                               "claims_total": 3, "claims_real_done": 1}
+
+
+def test_forest_panels_are_the_rules_claims_with_rows_and_their_titles():
+    from cap.experiments.claims import claims
+
+    ids = [c["id"] for c in claims()]
+    forest = pd.DataFrame({"id": [ids[2], ids[0], ids[0], "no_such_claim"]})
+    assert [c["id"] for c in claims_page.judged_claims(forest)] == [ids[0], ids[2]]  # the rule's order
+    assert claims_page.panel_title({"page": "figure6_k", "id": "figure6_k"}) == "Figure 6 (figure6 k)"

@@ -81,3 +81,69 @@ def test_the_baselines_ranking_sentence():
     behind = _runs({("cub", "ul", "cpl"): [57, 56, 58], ("cub", "ul", "grip"): [60, 60, 60]})
     assert "GRIP is ahead of CPL, the reverse of every published table" in table1.baseline_ranking(behind)
     assert table1.baseline_ranking(ahead.iloc[:0]) == "CPL against GRIP: no paired runs yet."
+
+
+def test_summary_texts_by_hand():
+    # two cells (cub ul, dtd ul) that every method has: CAP 70 and 60 (mean 65), CPL 72 and 56 (64);
+    # CPL is best on cub, CAP on dtd: one win each
+    values = {}
+    for dataset, cap, cpl in (("cub", 70, 72), ("dtd", 60, 56)):
+        values |= {(dataset, "ul", "cap"): [cap] * 3, (dataset, "ul", "cpl"): [cpl] * 3}
+    runs = _runs(values)
+    texts = table1.summary_texts(runs.assign(key=[f"k{i}" for i in range(len(runs))]))
+    assert texts["t1_sim_runs"] == "12 done"
+    assert (texts["t1_avg_cap"], texts["t1_avg_cpl"], texts["t1_cap_minus_cpl"]) == ("65.0", "64.0", "+1.0")
+    assert (texts["t1_wins_cap"], texts["t1_wins_cpl"], texts["t1_cells"]) == ("1", "1", "2")
+    assert texts["t1_avg_grip"] == "—" and texts["t1_ranking"] == "CPL against GRIP: no paired runs yet."
+
+
+def test_paradigm_tables_are_a_title_a_compact_table_and_the_details():
+    runs = _runs({("cub", "ul", "cap"): [70, 72, 74], ("cub", "ssl", "cap"): [1, 1, 1]}).assign(
+        key=["a", "b", "c", "d", "e", "f"], profile="sim")
+    title, compact, folded = table1.paradigm_tables(runs, "ul", "UL")
+    assert title.data == "**UL**"
+    assert "72.0 ± 2.0" in compact.data and "CUB-200-2011" in compact.data
+    assert folded.data.startswith("<details><summary>every seed, the published number") and "1: 70.0" in folded.data
+
+
+def test_trailing_texts_count_the_cells():
+    gaps = pd.DataFrame([{"dataset": "cub", "paradigm": "ul", "best_baseline": "grip", "gap": -3.0, "cap_std": 1.0},
+                         {"dataset": "dtd", "paradigm": "ul", "best_baseline": "cpl", "gap": 1.0, "cap_std": 1.0}])
+    assert table1.trailing_texts(gaps, table1.trailing(gaps)) == {
+        "t1_behind": "CUB-200-2011 UL (−3.0 against GRIP)", "t1_behind_n": "1", "t1_cells_n": "2"}
+
+
+def test_one_change_table_and_the_margins_effect():
+    effects = pd.DataFrame([{"variant": "no_margin", "dataset": "cub", "difference": 1.5},
+                            {"variant": "no_margin", "dataset": "dtd", "difference": -0.5},
+                            {"variant": "iters_10", "dataset": "cub", "difference": 2.0}])
+    shown = table1.one_change_table(effects, {"no_margin": "no margin", "iters_10": "10 iterations"})
+    assert list(shown.columns) == ["CAP with", "CUB-200-2011", "DTD"]
+    assert list(shown["CAP with"]) == ["no margin", "10 iterations"]
+    assert shown["DTD"].iloc[0] == -0.5 and np.isnan(shown["DTD"].iloc[1])
+    assert table1.margin_effect(effects).to_dict() == {"cub": 1.5, "dtd": -0.5}
+    assert table1.margin_effect(effects.iloc[:0]).empty
+
+
+def test_ambiguity_gaps_and_texts():
+    rows = []
+    for variant, cap in (("official", [60, 60, 60]), ("hard_03", [66, 66, 66])):
+        rows += _runs({("fgvc_aircraft", "ul", "cap"): cap, ("fgvc_aircraft", "ul", "grip"): [64, 64, 64]}).assign(
+            variant=variant).to_dict("records")
+    gaps = table1.ambiguity_gaps(pd.DataFrame(rows))
+    assert table1.ambiguity_texts(gaps) == {"t1_amb_preset": "\u22124.0", "t1_amb_fewer": "+2.0"}
+    only_preset = (gaps[0], gaps[1].iloc[:0])
+    assert table1.ambiguity_texts(only_preset) == {"t1_amb_preset": "—", "t1_amb_fewer": "—"}
+
+
+def test_zero_shot_texts_spread_over_draws():
+    from cap.experiments.references import reference_number
+
+    runs = _runs({("eurosat", "trzsl", "zero_shot"): [40, 50, 60, 70, 80], ("eurosat", "ul", "zero_shot"): [1, 1]})
+    runs.loc[4, "state"] = "stale"  # only current records count: 40..70
+    texts = table1.zero_shot_texts(runs)
+    assert (texts["t1_zs_eurosat_trzsl_min"], texts["t1_zs_eurosat_trzsl_max"], texts["t1_zs_eurosat_trzsl_mean"]) == \
+        ("40.0", "70.0", "55.0")
+    published = reference_number("zero_shot", "trzsl", "eurosat").value
+    assert texts["t1_zs_eurosat_trzsl_published"] == f"{published:.1f}"
+    assert table1.zero_shot_texts(runs.iloc[:0])["t1_zs_eurosat_trzsl_min"] == "—"

@@ -104,3 +104,33 @@ def sweep_exclusions(matrix: str) -> tuple[list[float], str]:
         if test["kind"] == "robust" and test.get("matrix") == matrix and test.get("exclude"):
             return [float(v) for v in test["exclude"]], test.get("exclude_reason", "")
     return [], ""
+
+
+def rule_values(rule: dict, fingerprint: str) -> dict:
+    """The rule's facts the page's text quotes: version, fingerprint, confidence (percent),
+    bootstrap resamples and the fewest replicates a unit needs."""
+    return {"claims_rule_version": rule["version"], "claims_rule_fingerprint": fingerprint,
+            "claims_confidence": int(100 * rule["confidence"]), "claims_resamples": rule["resamples"],
+            "claims_min_replicates": rule["min_replicates"]}
+
+
+def rule_versions_text(rule: dict) -> str:
+    """Every version of the rule with what it changed, oldest first (Markdown)."""
+    return "**Versions of the rule.** " + " ".join(f"{h['version']}: {h['rule']}." for h in rule["history"])
+
+
+def count_values(table: pd.DataFrame) -> dict[str, int]:
+    """The verdict paragraph's counts: claims per simulator verdict, all claims, and the claims
+    with a real-data result."""
+    counts = {f"claims_{verdict.replace(' ', '_')}": n for verdict, n in verdict_counts(table).items()}
+    return counts | {"claims_total": len(table), "claims_real_done": int((table["paper_done"] > 0).sum())}
+
+
+def panel_title(claim: dict) -> str:
+    """A forest panel's title: the paper's name of the claim's page and the claim's id in words."""
+    return page_title(claim["page"]) + f" ({claim['id'].replace('_', ' ')})"
+
+
+def judged_claims(forest: pd.DataFrame) -> list[dict]:
+    """The claims, in the rule's order, that have a row in the forest plot."""
+    return [c for c in claims() if c["id"] in set(forest["id"])]

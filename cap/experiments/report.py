@@ -65,6 +65,15 @@ def put(key: str, value, decimals: int = DECIMALS, signed: bool = False, missing
     glue(key, Markdown(number(value, decimals, signed, missing)), display=False)
 
 
+def glue_texts(texts: dict[str, str]) -> None:
+    """Glue each Markdown text of ``texts`` under its key for the page's text ({glue:md}`key`)."""
+    from IPython.display import Markdown
+    from myst_nb import glue
+
+    for key, text in texts.items():
+        glue(key, Markdown(text), display=False)
+
+
 def mean_std(values, decimals: int = DECIMALS) -> str:
     """``mean ± std`` (sample std over seeds) of the finite values, the single value, or "not run yet"."""
     values = [float(v) for v in values if not is_missing(v)]

@@ -1,6 +1,7 @@
-"""Table 1's page in the simulator: each method's budget beside the official one, the cells where
-CAP trails the best baseline, what the diagnostics say about each, and EuroSAT's pool. The page
-only draws what these return."""
+"""Table 1's page: the methods × datasets tables, the averages and wins its text quotes, each
+method's budget beside the official one, the cells where CAP trails the best baseline, what the
+diagnostics say about each, EuroSAT's pool and zero-shot CLIP's spread in TRZSL. The page only
+draws what these return."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import pandas as pd
 
 from cap.config import METHOD_TITLES
 from cap.data.registry import get_dataset
-from cap.experiments.analysis import NOISE_FLOOR, budget_table, explain_gap, official_budget
+from cap.experiments.analysis import (NOISE_FLOOR, budget_table, explain_gap, gap_to_baselines, method_summary,
+                                      official_budget)
 from cap.experiments.claims import judge_paired
-from cap.experiments.report import PARADIGM_TITLES, number
+from cap.experiments.references import reference_number
+from cap.experiments.report import PARADIGM_TITLES, cell_table, details, number, state_counts, summarise, wide_html
 
 
 def _title(dataset: str) -> str:
@@ -149,3 +152,79 @@ def baseline_ranking(runs: pd.DataFrame) -> str:
     else:
         reading = "the simulation cannot tell CPL and GRIP apart (the interval contains 0), where the paper puts CPL ahead"
     return f"CPL minus GRIP: {effect}. By the claims page's rule, {reading}."
+
+
+# -- the tables and the numbers the page's text quotes ---------------------------------------------
+CELL_LABELS = ["dataset", "method"]
+
+
+def paradigm_tables(runs: pd.DataFrame, paradigm: str, title: str, links=None) -> list:
+    """What the page displays for one paradigm: its title, a compact methods × datasets table
+    (``report.wide_html``), then every seed, source and difference folded below it."""
+    from IPython.display import HTML, Markdown
+
+    cells = summarise(runs[runs["paradigm"] == paradigm], ["dataset", "paradigm", "method"])
+    return [Markdown(f"**{title}**"), HTML(wide_html(cells, links=links)),
+            HTML(details("every seed, the published number's source and the difference", cell_table(cells, CELL_LABELS)))]
+
+
+def summary_texts(runs: pd.DataFrame) -> dict[str, str]:
+    """The averages-and-wins paragraph's numbers: the runs' states, each method's mean over the
+    cells every method has and its wins (:func:`analysis.method_summary`), the cells, CAP minus CPL,
+    and the CPL-against-GRIP sentence."""
+    summary = method_summary(summarise(runs, ["dataset", "paradigm", "method"], paper=False)).set_index("method")
+    texts = {"t1_sim_runs": state_counts(runs)}
+    for method in METHOD_TITLES:
+        texts[f"t1_avg_{method}"] = number(summary["average"].get(method, np.nan))
+        texts[f"t1_wins_{method}"] = number(summary["wins"].get(method, np.nan), decimals=0)
+    texts["t1_cells"] = number(summary["cells"].max() if len(summary) else np.nan, decimals=0)
+    texts["t1_cap_minus_cpl"] = number(summary["average"].get("cap", np.nan) - summary["average"].get("cpl", np.nan),
+                                       signed=True)
+    return texts | {"t1_ranking": baseline_ranking(runs)}
+
+
+def trailing_texts(gaps: pd.DataFrame, behind: pd.DataFrame) -> dict[str, str]:
+    """The cells where CAP trails (:func:`trailing_text`), how many, and of how many cells."""
+    return {"t1_behind": trailing_text(behind), "t1_behind_n": number(len(behind), decimals=0),
+            "t1_cells_n": number(len(gaps), decimals=0)}
+
+
+def one_change_table(effects: pd.DataFrame, labels: dict) -> pd.DataFrame:
+    """CAP's diagnostics one setting at a time (``effects``: ``analysis.paired_differences``): one
+    row per changed setting (``labels``: variant -> words), one column per dataset."""
+    wide = effects.pivot_table(index="variant", columns="dataset", values="difference", sort=False)
+    shown = pd.DataFrame({"CAP with": [labels[v] for v in wide.index]})
+    for dataset in wide.columns:
+        shown[_title(dataset)] = wide[dataset].values
+    return shown
+
+
+def margin_effect(effects: pd.DataFrame) -> pd.Series:
+    """Per dataset, CAP without its margin minus CAP (the diagnostics' ``no_margin`` row)."""
+    return effects[effects["variant"] == "no_margin"].set_index("dataset")["difference"] if len(effects) else pd.Series()
+
+
+def ambiguity_gaps(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """CAP's gap to the best baseline with the preset's ambiguous images and with 30 % of them
+    (``diagnostics_ambiguity.yml``)."""
+    return gap_to_baselines(runs, variant="official"), gap_to_baselines(runs, variant="hard_03")
+
+
+def ambiguity_texts(gaps: tuple[pd.DataFrame, pd.DataFrame]) -> dict[str, str]:
+    """:func:`ambiguity_gaps` for the text; a dash for both until both have run."""
+    both = all(len(g) for g in gaps)
+    return {key: number(g["gap"].iloc[0] if both else np.nan, signed=True)
+            for key, g in zip(("t1_amb_preset", "t1_amb_fewer"), gaps)}
+
+
+def zero_shot_texts(zero_shot_runs: pd.DataFrame) -> dict[str, str]:
+    """Zero-shot CLIP's harmonic mean on EuroSAT TRZSL over independently drawn problems
+    (``diagnostics_zero_shot.yml``): its smallest, largest and mean value, beside the published
+    number, and FGVC-Aircraft's published UL accuracy."""
+    done = zero_shot_runs[zero_shot_runs["state"] == "done"]
+    spread = done.groupby(["dataset", "paradigm"])["value"].agg(["mean", "min", "max"]).reset_index()
+    eurosat = spread[(spread["dataset"] == "eurosat") & (spread["paradigm"] == "trzsl")]
+    texts = {f"t1_zs_eurosat_trzsl_{stat}": number(eurosat[stat].iloc[0] if len(eurosat) else np.nan)
+             for stat in ("min", "max", "mean")}
+    return texts | {"t1_zs_eurosat_trzsl_published": number(reference_number("zero_shot", "trzsl", "eurosat").value),
+                    "t1_zs_fgvc_published": number(reference_number("zero_shot", "ul", "fgvc_aircraft").value)}
