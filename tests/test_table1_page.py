@@ -147,3 +147,35 @@ def test_zero_shot_texts_spread_over_draws():
     published = reference_number("zero_shot", "trzsl", "eurosat").value
     assert texts["t1_zs_eurosat_trzsl_published"] == f"{published:.1f}"
     assert table1.zero_shot_texts(runs.iloc[:0])["t1_zs_eurosat_trzsl_min"] == "—"
+
+
+def test_one_class_epochs_counts_epochs_where_one_class_holds_nine_tenths_of_the_draws():
+    history = [{"epoch": 0, "sigma": [0, 0, 0], "masked_share": 0.0},  # no confident draw
+               {"epoch": 1, "sigma": [9, 1, 0], "masked_share": 0.5},  # 9 / 10 = 0.9
+               {"epoch": 2, "sigma": [8, 2, 0], "masked_share": 0.5},  # 0.8
+               {"epoch": 3, "sigma": [0, 0, 5], "masked_share": 0.1},
+               {"epoch": 4, "sigma": [0, 0, 5], "masked_share": 0.05}]  # too few confident draws to count
+    assert table1.one_class_epochs(history) == [1, 3]
+    assert table1.one_class_epochs(history, share=0.75) == [1, 2, 3]
+    assert table1.one_class_epochs(history, min_confident=0.0) == [1, 3, 4]
+
+
+def test_one_class_phase_reads_each_finished_cap_run():
+    history = [{"epoch": 0, "sigma": [0, 1], "masked_share": 0.2, "margin_max": 0.0, "masked_accuracy": 100.0},
+               {"epoch": 1, "sigma": [19, 1], "masked_share": 0.5, "margin_max": 11.5, "masked_accuracy": 2.0},
+               {"epoch": 2, "sigma": [10, 10], "masked_share": 0.6, "margin_max": 3.0, "masked_accuracy": 40.0}]
+    runs = pd.DataFrame([
+        {"method": "cap", "state": "done", "paradigm": "ul", "variant": "hard_03", "seed": 2, "value": 7.84,
+         "record": {"results": {"history": history}}},
+        {"method": "grip", "state": "done", "paradigm": "ul", "variant": "hard_03", "seed": 2, "value": 70.0,
+         "record": {"results": {"history": []}}},
+        {"method": "cap", "state": "stale", "paradigm": "ul", "variant": "hard_03", "seed": 3, "value": np.nan,
+         "record": None}])
+    table = table1.one_class_phase([runs.iloc[:0], runs], {"hard_03": "30 % ambiguous"})
+    assert table.to_dict("records") == [{"setting": "UL, 30 % ambiguous", "replicate": 2,
+                                         "confident draws, epoch 0 (%)": "20.0", "one-class epochs": "2 (0–1)",
+                                         "their pseudolabels correct (%)": "51.0",  # (100 + 2) / 2
+                                         "largest margin (logits)": "11.5", "result": "7.8"}]
+    assert table1.one_class_text(table) == ("1 of these 1 runs have one-class epochs; the longest phase, 2 epochs "
+                                            "(UL, 30 % ambiguous, replicate 2), ends in a result of 7.8.")
+    assert table1.one_class_text(table.iloc[:0]) == "No CAP run on FGVC-Aircraft has finished yet."

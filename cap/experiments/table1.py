@@ -228,3 +228,53 @@ def zero_shot_texts(zero_shot_runs: pd.DataFrame) -> dict[str, str]:
              for stat in ("min", "max", "mean")}
     return texts | {"t1_zs_eurosat_trzsl_published": number(reference_number("zero_shot", "trzsl", "eurosat").value),
                     "t1_zs_fgvc_published": number(reference_number("zero_shot", "ul", "fgvc_aircraft").value)}
+
+
+ONE_CLASS_SHARE = 0.9  # an epoch in which one class holds at least this share of CAP's confident draws...
+MIN_CONFIDENT_SHARE = 0.1  # ...and at least this share of the epoch's draws is confident (a few draws prove nothing)
+
+
+def one_class_epochs(history: list[dict], share: float = ONE_CLASS_SHARE,
+                     min_confident: float = MIN_CONFIDENT_SHARE) -> list[int]:
+    """The epochs of a CAP run in which a single class holds at least ``share`` of the confident
+    weak-view draws (σ, the counts the next epoch's margin is made from), among epochs where at
+    least ``min_confident`` of the draws are confident."""
+    epochs = []
+    for entry in history:
+        sigma = np.asarray(entry["sigma"], dtype=float)
+        if entry["masked_share"] >= min_confident and sigma.sum() > 0 and sigma.max() / sigma.sum() >= share:
+            epochs.append(int(entry["epoch"]))
+    return epochs
+
+
+def one_class_phase(runs: list[pd.DataFrame], variant_labels: dict[str, str]) -> pd.DataFrame:
+    """One row per finished CAP run of the frames ``runs``: its setting (paradigm and the variant's
+    label; Table 1's own runs have none), the replicate, the share of confident draws in epoch 0,
+    the one-class epochs (how many, first to last), the largest margin of the first margin epoch and
+    the headline value."""
+    rows = []
+    for frame in runs:
+        for run in frame[(frame["state"] == "done") & (frame["method"] == "cap")].to_dict("records"):
+            history = run["record"]["results"]["history"]
+            epochs = one_class_epochs(history)
+            first_margin = next((e["margin_max"] for e in history if e["margin_max"] > 0), 0.0)
+            correct = [e["masked_accuracy"] for e in history if e["epoch"] in epochs and e["masked_accuracy"] is not None]
+            variant = variant_labels.get(run["variant"])
+            rows.append({"setting": PARADIGM_TITLES[run["paradigm"]] + (f", {variant}" if variant else ""),
+                         "replicate": run["seed"],
+                         "confident draws, epoch 0 (%)": number(100 * history[0]["masked_share"]) if history else "–",
+                         "one-class epochs": f"{len(epochs)} ({epochs[0]}–{epochs[-1]})" if epochs else "0",
+                         "their pseudolabels correct (%)": number(np.mean(correct)) if correct else "–",
+                         "largest margin (logits)": number(first_margin), "result": number(run["value"])})
+    return pd.DataFrame(rows)
+
+
+def one_class_text(table: pd.DataFrame) -> str:
+    """How many of :func:`one_class_phase`'s runs have a one-class epoch, and the longest phase's run."""
+    if not len(table):
+        return "No CAP run on FGVC-Aircraft has finished yet."
+    lengths = table["one-class epochs"].str.split(" ").str[0].astype(int)
+    longest = table.loc[lengths.idxmax()]
+    return (f"{int((lengths > 0).sum())} of these {len(table)} runs have one-class epochs; the longest phase, "
+            f"{int(lengths.max())} epochs ({longest['setting']}, replicate {longest['replicate']}), ends in a "
+            f"result of {longest['result']}.")
