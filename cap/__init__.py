@@ -6,7 +6,9 @@ The names a user wants, by layer (imported on first use, so ``import cap`` stays
   ``confusion_margin``, ``margin_cross_entropy``, ``cpl_candidates``, ``grip_budget``, ``harmonic_mean``;
 * the simulator (:mod:`cap.sim`): ``make_problem``;
 * runs (:mod:`cap.config`, :mod:`cap.methods`, :mod:`cap.experiments`): ``RunConfig``,
-  ``make_config``, ``CapTrainer``, ``run``, ``run_matrices``.
+  ``make_config``, ``CapTrainer``, ``run``, ``run_matrices``;
+* one's own images: the package :mod:`cap.adapt` (``cap.adapt.adaptation.adapt``,
+  ``cap.adapt.prediction.predict_folder``; the commands `cap adapt` and `cap predict`).
 
 On a CPU-only torch paired with a CUDA torchvision wheel, ``import torchvision`` (and so
 ``import open_clip``) fails unless :func:`ensure_torchvision_importable` runs first; the modules of

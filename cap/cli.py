@@ -83,7 +83,84 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--root", default=None, help="data root (default: $CAP_DATA_ROOT)")
     check.add_argument("--paradigm", default=None, help="also count the labelled/unlabelled images of ul, ssl or trzsl")
     _add_book_parser(sub)
+    _add_adapt_parsers(sub)
     return parser
+
+
+def _add_adapt_parsers(sub) -> None:
+    adapt = sub.add_parser("adapt", help="CAP on your own images: a folder and class names in, an adapted classifier "
+                                         "and a report out (book: CAP on your own images)")
+    adapt.add_argument("images", help="folder of unlabelled images (any nesting)")
+    adapt.add_argument("classnames", help="text file: one class name a line (blank lines ignored)")
+    adapt.add_argument("--out", required=True, help="output folder (predictions.csv, classifier.pt, report.ipynb, ...)")
+    adapt.add_argument("--labelled", default=None, metavar="FOLDER",
+                       help="a few labelled images: one sub-folder per class name; some train (SSL), the rest are "
+                            "held out to measure accuracy")
+    adapt.add_argument("--descriptions", default=None, metavar="FILE",
+                       help="YAML/JSON: class name -> list of candidate visual descriptions (concept alignment)")
+    for name, default in (("backbone", "ViT-B-32"), ("pretrained", "openai"), ("weights", None),
+                          ("precision", "auto"), ("epochs", 50), ("seed", 1)):
+        adapt.add_argument(f"--{name}", default=None, type=int if isinstance(default, int) else str,
+                           help=f"RunConfig {name} (default: {default})")
+    adapt.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                       help="other settings of the CAP run, e.g. --set iters_per_epoch=10 k=8 tau=0.9")
+    adapt.add_argument("--force", action="store_true", help="train again even if --out holds this adaptation")
+    adapt.add_argument("--no-report", action="store_true", help="skip the report notebook (needs papermill)")
+    _add_device_arguments(adapt)
+    adapt.add_argument("--cache", default=None, help="feature cache folder (default: $CAP_CACHE_DIR or ~/.cache/cap)")
+
+    predict = sub.add_parser("predict", help="classify a folder of images with the classifier `cap adapt` wrote")
+    predict.add_argument("classifier", help="the classifier.pt of a `cap adapt` output folder")
+    predict.add_argument("images", help="folder of images (any nesting)")
+    predict.add_argument("--out", required=True, help="CSV to write (path, class, confidence)")
+    predict.add_argument("--weights", default=None, help="CLIP weights file (default: the one used in training, "
+                                                         "else $CAP_CLIP_WEIGHTS, else download)")
+    predict.add_argument("--batch-size", type=int, default=256)
+    _add_device_arguments(predict)
+
+
+def _add_device_arguments(parser) -> None:
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--workers", type=int, default=None, help="image decoding processes (default: min(8, CPUs))")
+
+
+def _adapt(args) -> int:
+    from cap.adapt.adaptation import AdaptRequest, adapt
+
+    settings = dict(_assignment(item) for item in args.set)
+    for name in ("backbone", "pretrained", "weights", "precision", "epochs", "seed"):
+        if getattr(args, name) is not None:
+            if name in settings:
+                raise ParameterError(f"--set {name}=... and --{name} both given; keep one")
+            settings[name] = getattr(args, name)
+    request = AdaptRequest(images=args.images, classnames=args.classnames, out=args.out, labelled=args.labelled,
+                           descriptions=args.descriptions, settings=settings, device=args.device,
+                           workers=args.workers, cache=args.cache, report=not args.no_report)
+    summary = adapt(request, force=args.force)
+    for path, why in summary["skipped"]:
+        print(f"skipped {path}: {why}", file=sys.stderr)
+    for flagged in summary["flagged"]:
+        print(f"class {flagged['name']!r} looks mismatched (its name does not match its images): "
+              + (f"aligned with {flagged['description']!r}" if flagged["described"] else
+                 "alignment skipped (no descriptions for it; --descriptions adds them)"))
+    test = summary["test"]
+    score = (f"accuracy on {test['n']} held-out labelled images: zero-shot {test['zero_shot']:.1f} %, adapted "
+             f"{test['adapted']:.1f} %" if "zero_shot" in test else
+             f"agreement with zero-shot CLIP on {test['n']} images: {test['adapted']:.1f} %")
+    print(f"{'already adapted' if summary['reused'] else 'adapted'}; {score}; outputs in {summary['out']}")
+    return 0
+
+
+def _predict(args) -> int:
+    from cap.adapt.prediction import predict_folder
+
+    done = predict_folder(args.classifier, args.images, args.out, weights=args.weights, device=args.device,
+                          workers=args.workers, batch_size=args.batch_size)
+    for path, why in done["skipped"]:
+        print(f"skipped {path}: {why}", file=sys.stderr)
+    print(f"classified {done['n']} images on {done['device']} in {done['seconds']:.1f} s: {done['csv']}"
+          + (f" ({len(done['skipped'])} skipped, listed in {done['skipped_csv']})" if done["skipped"] else ""))
+    return 0
 
 
 def _add_book_parser(sub) -> None:
@@ -283,6 +360,10 @@ def main(argv: list[str] | None = None) -> int:
             return _book_verdicts(args) if args.action == "verdicts" else _book_summary(args)
         elif args.command == "runs":
             return _runs(args)
+        elif args.command == "adapt":
+            return _adapt(args)
+        elif args.command == "predict":
+            return _predict(args)
         elif args.command == "sim":
             from cap.sim import make_problem
 

@@ -19,6 +19,7 @@ LAYERS = [
     ("cap.sources",),
     ("cap.methods",),
     ("cap.experiments",),
+    ("cap.adapt",),
     ("cap.cli",),
     ("cap.__main__", "cap"),  # cap/__init__.py is the public face: it may name anything
 ]

@@ -20,8 +20,9 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1]  # the cap package's folder
 SUFFIXES = (".py", ".yml", ".yaml", ".txt", ".json")
-# Code that plans, runs, analyses and shows runs but computes none of their numbers.
-PRESENTATION = ("experiments/", "cli.py", "__main__.py")
+# Code that plans, runs, analyses and shows runs but computes none of their numbers, and the
+# front end for one's own images (cap/adapt), which writes no record.
+PRESENTATION = ("experiments/", "adapt/", "cli.py", "__main__.py")
 NUMBER_CODE = ("experiments/runs.py",)  # inside a presentation folder, but seeds and writes a run
 
 

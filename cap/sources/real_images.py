@@ -106,6 +106,8 @@ class ImageSource(Source):
     ``descriptions_provenance``, ``image_size`` and ``features_from_cache``.
     """
 
+    device = "auto"  # where both CLIPs run (ModelConfig.device): CUDA when available
+
     def __init__(self, config: RunConfig, *, num_workers: int | None = None, cache: str | os.PathLike | None = None,
                  extract_batch_size: int = 256):
         config = resolve(config)
@@ -119,12 +121,7 @@ class ImageSource(Source):
         self.descriptions_source = described.source
         self.descriptions_provenance = described.provenance
 
-        # Forked RNG: loading the model and iterating the extraction DataLoader draw from torch's
-        # generator; the run's random stream must not depend on the source.
-        with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
-            image, text, logit_scale = self._setup(config, classnames, cache, extract_batch_size)
-        self._strong = strong_view(self.image_size, *_normalisation(self.preprocess))
-        self._pin = torch.cuda.is_available()
+        image, text, logit_scale = self._prepare(config, classnames, cache, extract_batch_size)
         super().__init__(
             classnames=classnames,
             train_labels=files.train.labels,
@@ -139,6 +136,18 @@ class ImageSource(Source):
                  "from the cache" if self.features_from_cache else "extracted", len(self._description_features),
                  self.descriptions_source)
 
+    def _prepare(self, config: RunConfig, classnames: list[str], cache, extract_batch_size: int):
+        """(image features, text features, logit scale) of ``self.train_paths`` and ``classnames``,
+        the description features of ``self.descriptions`` and the two views: what every source of
+        real images computes once, whatever reads its files."""
+        # Forked RNG: loading the model and iterating the extraction DataLoader draw from torch's
+        # generator; the run's random stream must not depend on the source.
+        with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
+            features = self._setup(config, classnames, cache, extract_batch_size)
+        self._strong = strong_view(self.image_size, *_normalisation(self.preprocess))
+        self._pin = torch.cuda.is_available()
+        return features
+
     def _setup(self, config: RunConfig, classnames: list[str], cache, extract_batch_size: int):
         """Load the frozen CLIP, compute (image features, text features, logit scale) and the
         description features, then free the model."""
@@ -148,7 +157,8 @@ class ImageSource(Source):
 
         # CoOp prompts: never used here, and cheaper to build than MaPLe's.
         model_config = ModelConfig(backbone=config.backbone, pretrained=config.pretrained, weights=config.weights,
-                                   precision=config.precision, prompt="coop", template_bug=config.template_bug)
+                                   precision=config.precision, prompt="coop", template_bug=config.template_bug,
+                                   device=self.device)
         frozen = OpenClipBackbone(model_config, classnames)
         try:
             self.preprocess = frozen.preprocess
@@ -220,7 +230,7 @@ class ImageSource(Source):
 
         model_config = ModelConfig(backbone=config.backbone, pretrained=config.pretrained, weights=config.weights,
                                    precision=config.precision, prompt=prompt, prompt_depth=config.prompt_depth,
-                                   template_bug=config.template_bug)
+                                   template_bug=config.template_bug, device=self.device)
         return OpenClipBackbone(model_config, self.classnames)
 
     def description_features(self, classes) -> dict[int, np.ndarray]:
