@@ -79,14 +79,32 @@ class RunConfig:
     independent_adapters: bool = True  # False: one visual adapter for pseudolabels and self-training
     trzsl_probs_over: str = "all"  # TRZSL zero-shot pseudolabels: softmax over "all" classes or "unseen" only
 
-    # baselines (FPL, GRIP, CPL; CPL's re-run settings)
+    # baselines (FPL, GRIP, CPL): CPL's training settings for all three (its config, which also re-runs
+    # GRIP; Menghini's own GRIP/FPL config is lr 0.1, wd 0.1, batch 16, 150 epochs: about 10 times the steps)
     baseline_lr: float = 0.02
     baseline_weight_decay: float = 0.05
     baseline_batch_size: int = 64
     baseline_epochs: int = 50  # epochs per round (one round for FPL)
+    baseline_warmup_epochs: int = 2  # CPL's WARMUP_EPOCHS (Menghini's: 5 of 150)
     rounds: int | None = None  # GRIP/CPL rounds; None: 10 (CUB 5)
     cpl_alpha: float | None = None  # None: per-dataset table
     cpl_beta: float | None = None
+    # How each baseline trains, as its official code does (tests/test_official_menghini.py for FPL and
+    # GRIP, tests/test_official_cpl.py for CPL). None: the method's official value (OFFICIAL_BASELINES).
+    budget_rounding: str = "official"  # K_i = ⌊i·⌊|U|/I⌋/C⌋ (both codes); "exact" ⌊i·|U|/(I·C)⌋
+    baseline_schedule: str = "per_epoch"  # the LR changes once per epoch (both codes); "per_step"
+    baseline_grad_clip: float | None = None  # gradient-norm clip before every step; 0: none (Menghini), CPL 0.8
+    baseline_last_batch: str | None = None  # "kept" (Menghini), "dropped" (CPL: none under a batch), "at_least_one"
+    baseline_labelled: str | None = None  # SSL/TRZSL labelled images: "weighted" (Menghini: one dataset, per-group
+    # weights), "separate" (CPL: a labelled batch of its own each step, CE + cc), "joint" (one plain mean)
+    baseline_reinit: str | None = None  # prompts at each round: "carry" (Menghini: its parameter aliases the initial
+    # prompt, so rounds continue), "initial" (CPL: the prompts drawn before round 1), "fresh" (a new draw)
+    baseline_train_ratio: float | None = None  # Menghini 0.8: 20 % of the labelled images, and of the pseudolabels
+    # when the per-class budget is >= 10, held out for validation (never trained on); CPL 1
+    baseline_leaderboard: str = "menghini"  # FPL/GRIP leaderboards: "menghini" appends unsorted; "sorted"
+    baseline_trzsl_probs_over: str = "unseen"  # the baselines' TRZSL pseudolabel softmax (both codes); "all"
+    cpl_quota: str = "pools"  # CPL per-class cap: "pools" grows each pool from its last fill (official); "budget" K_i
+    cpl_soft_first_round: bool = True  # CPL round-1 targets: probabilities renormalised over the candidates
 
     # open_clip backend
     backbone: str = "ViT-B-32"
@@ -111,6 +129,14 @@ CHOICES = {
     "trzsl_probs_over": ("all", "unseen"),
     "leaderboard_order": ("official", "sorted"),
     "margin_prototypes": ("official", "every_entry"),
+    "budget_rounding": ("exact", "official"),
+    "baseline_schedule": ("per_step", "per_epoch"),
+    "baseline_last_batch": (None, "kept", "dropped", "at_least_one"),
+    "baseline_labelled": (None, "weighted", "separate", "joint"),
+    "baseline_reinit": (None, "carry", "initial", "fresh"),
+    "baseline_leaderboard": ("menghini", "sorted"),
+    "baseline_trzsl_probs_over": ("all", "unseen"),
+    "cpl_quota": ("budget", "pools"),
 }
 
 
@@ -149,6 +175,11 @@ def resolve(config: RunConfig) -> RunConfig:
                 "n_label", "prompt_depth"):
         check_int(key, getattr(config, key), 1)
     check_int("warmup_epochs", config.warmup_epochs, 0)
+    check_int("baseline_warmup_epochs", config.baseline_warmup_epochs, 0)
+    if config.baseline_grad_clip is not None:
+        check_float("baseline_grad_clip", config.baseline_grad_clip, 0.0)
+    if config.baseline_train_ratio is not None:
+        check_float("baseline_train_ratio", config.baseline_train_ratio, 0.01, 1.0)
     check_float("unlabelled_fraction", config.unlabelled_fraction, 0.01, 1.0)
     check_float("momentum", config.momentum, 0.0, 1.0)
     for key in ("lr", "weight_decay", "baseline_lr", "baseline_weight_decay", "sim_prompt_lr_scale"):
@@ -184,11 +215,23 @@ def resolve(config: RunConfig) -> RunConfig:
         changes["cpl_beta"] = info.cpl.beta
     if changes["cpl_beta"] is not None:
         check_float("cpl_beta", changes["cpl_beta"], 0.0, 1.0)
+    for key, official_value in OFFICIAL_BASELINES.get(config.method, {}).items():
+        if getattr(config, key) is None:
+            changes[key] = official_value
     resolved = replace(config, **changes, **scaled_schedule(config))
     for f in fields(RunConfig):  # every float field is finite, those without a range above too
         if "float" in str(f.type) and getattr(resolved, f.name) is not None:
             check_float(f.name, getattr(resolved, f.name))
     return resolved
+
+
+# Each baseline's official behaviour where the two official codes differ: Menghini et al.'s for FPL
+# and GRIP (github.com/BatsResearch/menghini-neurips23-code), CPL's for CPL (vanillaer/CPL-ICML2024).
+_MENGHINI = {"baseline_grad_clip": 0.0, "baseline_last_batch": "kept", "baseline_labelled": "weighted",
+             "baseline_reinit": "carry", "baseline_train_ratio": 0.8}
+OFFICIAL_BASELINES = {"fpl": _MENGHINI, "grip": _MENGHINI,
+                      "cpl": {"baseline_grad_clip": 0.8, "baseline_last_batch": "dropped", "baseline_labelled": "separate",
+                              "baseline_reinit": "initial", "baseline_train_ratio": 1.0}}
 
 
 # What ``schedule_factor`` scales: every count of epochs in the official schedules (CAP: 50 epochs,

@@ -133,11 +133,14 @@ def test_calibration_scores_and_judge_by_hand():
 
 def test_official_budget_by_hand():
     assert analysis.official_budget("cap", "eurosat") == {"gradient_steps": 2500, "images_seen": 2500 * 64}
-    # FPL: 16 × 10 = 160 pseudolabels → 2 batches of 64 per epoch, 50 epochs
-    assert analysis.official_budget("fpl", "eurosat")["gradient_steps"] == 100
-    # GRIP on 32 per class (320 images, 10 rounds): K_r = ⌊3.2 r⌋ → 30, 60, …, 320 pseudolabels →
-    # 1, 1, 1, 1, 2, 2, 3, 3, 4, 5 batches of 64 (at least one) → 23 per epoch × 50
-    assert analysis.official_budget("grip", "eurosat", per_class=32)["gradient_steps"] == 23 * 50
+    # FPL (Menghini's batching): 16 × 10 = 160 pseudolabels, 128 trained → 2 batches of 64 per epoch, 50 epochs
+    assert analysis.official_budget("fpl", "eurosat") == {"gradient_steps": 100, "images_seen": 50 * 128}
+    # GRIP on 32 per class (320 images, 10 rounds): K_r = ⌊r · 32 / 10⌋ = 3, 6, 9, 12, 16, 19, 22, 25, 28, 32 →
+    # 30, 60, 90 pseudolabels, then 80 % of 120, …, 320 (96, 128, 152, 176, 200, 224, 256) → ⌈n / 64⌉ =
+    # 1, 1, 2, 2, 2, 3, 3, 4, 4, 4 batches → 26 per epoch × 50
+    assert analysis.official_budget("grip", "eurosat", per_class=32)["gradient_steps"] == 26 * 50
+    # CPL (drop_last, nothing held out): ⌊n / 64⌋ of 30, …, 320 = 0, 0, 1, 1, 2, 2, 3, 3, 4, 5 → 21 × 50
+    assert analysis.official_budget("cpl", "eurosat", per_class=32)["gradient_steps"] == 21 * 50
 
 
 def test_method_summary_and_gap_to_baselines_by_hand():

@@ -78,17 +78,18 @@ def test_cap_budget_counts_its_steps_and_streams(tmp_path, paradigm, streams):
 
 
 def test_baseline_budgets_count_their_steps(tmp_path):
-    # UL EuroSAT, 200 images: FPL trains on 16 per class = 160 pseudolabels → 2 steps of 64 per epoch
+    # UL EuroSAT, 200 images: FPL (Menghini's code) trains on 80 % of 16 per class = 128 of 160
+    # pseudolabels, keeping the last short batch: 2 steps of 64 per epoch
     fpl = load(run(make_config(**SMALL, method="fpl"), tmp_path))["results"]
-    assert fpl["budget"] == {"gradient_steps": 2 * 2, "images_seen": 2 * 2 * 64}
+    assert fpl["budget"] == {"gradient_steps": 2 * 2, "images_seen": 2 * 128}
     # GRIP, 2 rounds: budgets 10 then 20 per class, at most 100 and 200 pseudolabels (a leaderboard
     # drops an entry a better image replaces, as the official code does, so round 2 may hold fewer);
-    # each epoch takes ⌊size / 64⌋ full batches: 100 → 1 step per epoch
+    # 80 % of them trained on, each epoch ⌈n / 64⌉ batches: 100 → 80 → 2 steps per epoch
     grip = load(run(make_config(**SMALL, method="grip"), tmp_path))["results"]
     sizes = [h["size"] for h in grip["history"]]
+    trained = [int(n * 0.8) for n in sizes]
     assert [h["per_class"] for h in grip["history"]] == [10, 20] and sizes[0] == 100 and 128 <= sizes[1] <= 200
-    assert [h["gradient_steps"] for h in grip["history"]] == [2 * (n // 64) for n in sizes]
-    steps = sum(2 * (n // 64) for n in sizes)
-    assert grip["budget"] == {"gradient_steps": steps, "images_seen": steps * 64}
+    assert [h["gradient_steps"] for h in grip["history"]] == [2 * -(-n // 64) for n in trained]
+    assert grip["budget"] == {"gradient_steps": sum(2 * -(-n // 64) for n in trained), "images_seen": 2 * sum(trained)}
     zero_shot = load(run(make_config(**SMALL, method="zero_shot"), tmp_path))["results"]
     assert zero_shot["budget"] == {"gradient_steps": 0, "images_seen": 0}

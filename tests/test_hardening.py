@@ -114,6 +114,7 @@ FLOAT_FIELDS = {
     "max_main_ratio": " in [0.0, 1.0]", "cpl_alpha": " in [0.0, 1.0]", "cpl_beta": " in [0.0, 1.0]",
     "lr": " >= 0.0", "weight_decay": " >= 0.0", "baseline_lr": " >= 0.0", "baseline_weight_decay": " >= 0.0",
     "sim_prompt_lr_scale": " >= 0.0", "margin_scale": " >= 0.0", "schedule_factor": " >= 0.0",
+    "baseline_grad_clip": " >= 0.0", "baseline_train_ratio": " in [0.01, 1.0]",
     "sim_confusion_strength": "", "sim_hard_fraction": "", "sim_mismatch_alignment": "", "sim_logit_scale": "",
 }
 
@@ -154,7 +155,7 @@ def test_the_first_non_finite_loss_is_named():
                                                  ("fpl", "baseline_lr=1e30", "of fpl round 1, epoch 0")])
 def test_non_finite_losses_stop_the_run_naming_the_step(method, item, where, capsys, tmp_path):
     code, _, err = cli(capsys, "run", "--dataset", "dtd", "--method", method, "--out", tmp_path,
-                       "--set", *SMALL_SET, "baseline_epochs=1", item)
+                       "--set", *SMALL_SET, "baseline_epochs=1", "baseline_warmup_epochs=0", item)
     assert_one_clear_error(code, err, "training diverged: the loss is nan at step ", where, "records no result",
                            "lower")
     assert not list(tmp_path.glob("run-*.json")), "no result"

@@ -179,3 +179,21 @@ def test_one_class_phase_reads_each_finished_cap_run():
     assert table1.one_class_text(table) == ("1 of these 1 runs have one-class epochs; the longest phase, 2 epochs "
                                             "(UL, 30 % ambiguous, replicate 2), ends in a result of 7.8.")
     assert table1.one_class_text(table.iloc[:0]) == "No CAP run on FGVC-Aircraft has finished yet."
+
+
+def test_every_baseline_difference_names_real_options_with_official_defaults():
+    from dataclasses import fields
+
+    from cap.config import RunConfig, make_config, resolve
+
+    table = table1.baseline_differences()
+    names = {f.name for f in fields(RunConfig)}
+    listed = [name.strip() for cell in table["option"] for name in cell.split(",")]
+    assert set(listed) <= names and len(listed) == len(set(listed))
+    assert (table["default"] == "official").sum() == len(table) - 1  # only the training settings are not matched
+    cpl, grip = (resolve(make_config(dataset="dtd", method=m)) for m in ("cpl", "grip"))
+    # spot checks of what the table says against the defaults
+    assert (grip.baseline_reinit, cpl.baseline_reinit) == ("carry", "initial")
+    assert (grip.baseline_last_batch, cpl.baseline_last_batch) == ("kept", "dropped")
+    assert (grip.baseline_grad_clip, cpl.baseline_grad_clip) == (0.0, 0.8)
+    assert (grip.baseline_train_ratio, cpl.baseline_train_ratio) == (0.8, 1.0)

@@ -19,7 +19,7 @@ LEADERBOARD_ORDERS = ("official", "sorted")
 
 
 def leaderboard_topk(probs, k: int, exclude: Iterable[int] = (), classes: Iterable[int] | None = None,
-                     order: str = "sorted") -> dict[int, list[int]]:
+                     order: str = "sorted", sort_on_append: bool = True) -> dict[int, list[int]]:
     """The official per-class top-k leaderboards with overflow (FPL; CAP's initial D_PL).
 
     Images are visited in index order. An image joins the leaderboard of its predicted class if
@@ -34,6 +34,9 @@ def leaderboard_topk(probs, k: int, exclude: Iterable[int] = (), classes: Iterab
     sorts (confidence, path) tuples in reverse). ``order="sorted"`` returns each list in descending
     confidence; ``"official"`` returns it as the official code leaves it (overflow entries appended
     unsorted), which decides the old entries a later refresh keeps (``refresh_dpl`` keeps a prefix).
+    ``sort_on_append=False`` is the Menghini code (``utils/clip_pseudolabels.py:73-74``, FPL and GRIP): an
+    image joining its predicted class's board while it has room is appended unsorted too (CAP's fork
+    sorts there), so that board's "last entry" is the latest one until it is full and beaten.
     """
     if order not in LEADERBOARD_ORDERS:
         raise UnknownNameError("leaderboard order", order, LEADERBOARD_ORDERS)
@@ -59,7 +62,10 @@ def leaderboard_topk(probs, k: int, exclude: Iterable[int] = (), classes: Iterab
         board = boards.get(pred)
         if board is not None and (len(board) < k or board[-1][0] < p[pred]):
             joined = [pred]
-            boards[pred] = sorted(board + [(p[pred], i)], reverse=True)[:k]
+            if len(board) < k and not sort_on_append:
+                board.append((p[pred], i))
+            else:
+                boards[pred] = sorted(board + [(p[pred], i)], reverse=True)[:k]
         else:
             eligible = has_board & ((length < k) | (last < p))
             eligible[pred] = False
@@ -121,14 +127,35 @@ def refresh_dpl(old: dict[int, list[int]], new: dict[int, list[int]], k: int) ->
     return out
 
 
-def grip_budget(iteration: int, n_unlabelled: int, n_classes: int, n_iterations: int = 10) -> int:
-    """K_i, GRIP/CPL's per-class pseudolabel budget at ``iteration`` (1-based):
-    ⌊i · (|U| / I) / C⌋, capped at ⌊|U| / C⌋ (the floor of the exact value)."""
+BUDGET_ROUNDINGS = ("exact", "official")
+
+
+def grip_budget(iteration: int, n_unlabelled: int, n_classes: int, n_iterations: int = 10,
+                rounding: str = "exact") -> int:
+    """K_i, GRIP/CPL's per-class pseudolabel budget at ``iteration`` (1-based), capped at ⌊|U| / C⌋:
+    ``"exact"`` ⌊i · |U| / (I · C)⌋; ``"official"`` ⌊i · ⌊|U| / I⌋ / C⌋, as the official
+    ``grip_train`` rounds the per-round sample count first (they differ when I does not divide |U|)."""
     check_int("iteration", iteration, 1)
     check_int("n_unlabelled", n_unlabelled, 0)
     check_int("n_classes", n_classes, 1)
     check_int("n_iterations", n_iterations, 1)
+    if rounding not in BUDGET_ROUNDINGS:
+        raise UnknownNameError("budget rounding", rounding, BUDGET_ROUNDINGS)
+    if rounding == "official":
+        return min(iteration * (n_unlabelled // n_iterations) // n_classes, n_unlabelled // n_classes)
     return min(iteration * n_unlabelled // (n_iterations * n_classes), n_unlabelled // n_classes)
+
+
+def cpl_pool_caps(previous_fills, budget: int) -> list[int]:
+    """The official CPL pool capacities of a round (``select_topk_for_eachcls``): each class's pool
+    grows from what it held the round before by K_i − (the largest previous fill), at most K_i, so
+    a class that filled short stays short."""
+    check_int("budget", budget, 0)
+    fills = [int(f) for f in previous_fills]
+    increment = budget - max(fills, default=0)
+    if increment < 0:
+        raise ParameterError(f"budget {budget} is below a previous fill {max(fills)}: budgets only grow")
+    return [min(f + increment, budget) for f in fills]
 
 
 def cpl_candidates(probs, alpha: float, beta: float) -> np.ndarray:
@@ -156,8 +183,9 @@ def cpl_candidates(probs, alpha: float, beta: float) -> np.ndarray:
     return intra & inter
 
 
-def balanced_selection(probs, candidates, capacity: int, classes: Iterable[int] | None = None) -> dict[int, list[int]]:
-    """CPL's class-balanced selection: each class keeps at most ``capacity`` images.
+def balanced_selection(probs, candidates, capacity, classes: Iterable[int] | None = None) -> dict[int, list[int]]:
+    """CPL's class-balanced selection: each class keeps at most ``capacity`` images (an int, or a
+    mapping class -> capacity: the official pools of later rounds, :func:`cpl_pool_caps`).
 
     Images are offered to their candidate classes in decreasing probability; a full class keeps the
     most confident images and the one it pushes out moves on to its next candidate (deferred
@@ -166,15 +194,14 @@ def balanced_selection(probs, candidates, capacity: int, classes: Iterable[int] 
     """
     probs = np.asarray(probs, dtype=np.float64)
     candidates = np.asarray(candidates, dtype=bool)
-    check_int("capacity", capacity, 0)
     allowed = set(range(probs.shape[1])) if classes is None else set(int(c) for c in classes)
+    per_class = not isinstance(capacity, (int, np.integer))
+    caps = {c: check_int("capacity", int(capacity[c] if per_class else capacity), 0) for c in allowed}
     prefs = []
     for i in range(len(probs)):
         cands = [int(c) for c in np.flatnonzero(candidates[i]) if int(c) in allowed]
         prefs.append(sorted(cands, key=lambda c: (-probs[i, c], c)))
     pools: dict[int, list[int]] = {c: [] for c in sorted(allowed)}
-    if capacity == 0:
-        return pools
     cursor = [0] * len(probs)
     queue = [i for i in range(len(probs)) if prefs[i]]
     while queue:
@@ -183,9 +210,11 @@ def balanced_selection(probs, candidates, capacity: int, classes: Iterable[int] 
             c = prefs[i][cursor[i]]
             cursor[i] += 1
             pool = pools[c]
-            if len(pool) < capacity:
+            if len(pool) < caps[c]:
                 pool.append(i)
                 break
+            if not pool:
+                continue
             weakest = min(pool, key=lambda j: (probs[j, c], -j))
             if (probs[i, c], -i) > (probs[weakest, c], -weakest):
                 pool.remove(weakest)

@@ -293,24 +293,32 @@ def alignment_gains(classes: pd.DataFrame) -> dict:
 
 # -- Appendix D.2 and D.3 ----------------------------------------------------------------------
 def official_budget(method: str, dataset: str, per_class: int | None = None, rounds: int | None = None) -> dict:
-    """Gradient steps and images seen of a method's official schedule (50 epochs; CAP 50 iterations
-    of 32 per stream, D_PL and unlabelled in UL; FPL, GRIP, CPL batches of 64) in UL on a pool of
+    """Gradient steps and images seen of a method's schedule as the library runs it by default (CAP:
+    50 epochs of 50 iterations of 32 per stream, D_PL and unlabelled in UL; FPL, GRIP, CPL: 50 epochs
+    per round of batches of 64, each baseline's official batching and hold-out) in UL on a pool of
     ``per_class`` images per class (default: the real dataset's). GRIP and CPL train on K_i per class
     in round i (:func:`cap.core.pseudolabels.grip_budget`; CPL may select fewer)."""
+    from cap.config import make_config, resolve
     from cap.core.pseudolabels import grip_budget
+    from cap.methods.baselines import FPL_PER_CLASS, HOLD_OUT_FROM, epoch_plan
 
     info = get_dataset(dataset)
     classes, per_class = info.n_classes, per_class or info.train_per_class
     if method == "cap":
         steps = 50 * 50
         return {"gradient_steps": steps, "images_seen": steps * 64}
-    if method == "fpl":
-        per_round = [16 * classes]
-    else:
-        n = rounds or info.rounds
-        per_round = [grip_budget(r, per_class * classes, classes, n) * classes for r in range(1, n + 1)]
-    steps = sum(50 * max(1, size // 64) for size in per_round)
-    return {"gradient_steps": steps, "images_seen": steps * 64}
+    c = resolve(make_config(dataset=dataset, method=method))
+    n = rounds or c.rounds
+    budgets = [FPL_PER_CLASS] if method == "fpl" else [
+        grip_budget(r, per_class * classes, classes, n, rounding=c.budget_rounding) for r in range(1, n + 1)]
+    steps = images = 0
+    for budget in budgets:
+        size = budget * classes
+        if budget >= HOLD_OUT_FROM:
+            size = int(size * c.baseline_train_ratio)
+        _, per_epoch, rows = epoch_plan(size, c.baseline_batch_size, c.baseline_last_batch)
+        steps, images = steps + c.baseline_epochs * per_epoch, images + c.baseline_epochs * rows
+    return {"gradient_steps": steps, "images_seen": images}
 
 
 # -- Table 1 in the simulator: averages, wins, budgets, and the gap to the best baseline ---------

@@ -5,8 +5,11 @@ draws what these return."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import yaml
 
 from cap.config import METHOD_TITLES
 from cap.data.registry import get_dataset
@@ -278,3 +281,17 @@ def one_class_text(table: pd.DataFrame) -> str:
     return (f"{int((lengths > 0).sum())} of these {len(table)} runs have one-class epochs; the longest phase, "
             f"{int(lengths.max())} epochs ({longest['setting']}, replicate {longest['replicate']}), ends in a "
             f"result of {longest['result']}.")
+
+
+BASELINE_DIFFERENCES = Path(__file__).with_name("baseline_differences.yml")
+
+
+def baseline_differences(path: Path = BASELINE_DIFFERENCES) -> pd.DataFrame:
+    """The baselines against their official code, one row per option (``baseline_differences.yml``):
+    FPL's and GRIP's official behaviour (Menghini et al.'s code), CPL's, what the companion did before
+    the differential fixtures, the source lines, and whether the default now matches."""
+    rows = yaml.safe_load(path.read_text())
+    return pd.DataFrame([{"option": r["option"], "what": r["what"], "FPL, GRIP (Menghini)": r["menghini"],
+                          "CPL": r["cpl"], "before": r["before"],
+                          "default": "official" if r.get("matched", True) else f"not matched: {r['why'].strip()}",
+                          "official source": r["source"]} for r in rows])

@@ -22,13 +22,15 @@ import torch.nn.functional as F
 
 from cap.config import RunConfig, cpl_beta
 from cap.core.losses import partial_label_loss, single_labels
-from cap.core.pseudolabels import balanced_selection, cpl_candidates, grip_budget, leaderboard_topk
+from cap.core.pseudolabels import balanced_selection, cpl_candidates, cpl_pool_caps, grip_budget, leaderboard_topk
 from cap.methods.checkpoints import (RunInterrupted, load_checkpoint, load_trainable_state, save_checkpoint,
                                      trainable_state)
 from cap.methods.engine import (batch_order, check_finite_losses, dpl_accuracy, evaluate, flatten, zero_shot_leaderboards,
                                 pseudolabel_probs, predict_test, sgd, training_budget, zero_shot_probs)
 
 FPL_PER_CLASS = 16  # Menghini et al.'s FPL: top-16 zero-shot pseudolabels per class
+HOLD_OUT_FROM = 10  # Menghini: pseudolabels are split train/validation when the per-class budget is >= 10
+CPL_LAMBDA = 1.0  # official LAMBDA: weight of the pseudolabel loss beside the labelled cross-entropy
 
 
 @torch.no_grad()
@@ -41,39 +43,118 @@ def model_probs(backbone, source, config: RunConfig) -> np.ndarray:
     return pseudolabel_probs(logits, source, config)
 
 
-def fit(backbone, source, config: RunConfig, index: np.ndarray, targets: torch.Tensor, round_: int) -> dict:
-    """Train the prompts on (index, targets): targets are C-wide 0/1 candidate rows (one-hot for
-    plain labels), so one loss serves FPL, GRIP (single candidate = cross-entropy) and CPL.
-    Returns the mean loss and the budget spent: gradient steps and images seen."""
+def kept_for_training(n: int, ratio: float, seed: int) -> np.ndarray:
+    """Positions of the ``int(n · ratio)`` of ``n`` items the Menghini code trains on (its
+    ``np.random.seed(seed); np.random.choice(range(n), int(n · ratio), replace=False)``); all for ratio 1."""
+    if ratio >= 1.0:
+        return np.arange(n)
+    return np.random.RandomState(seed).choice(n, size=int(n * ratio), replace=False)
+
+
+def _labelled_batches(labelled: np.ndarray, size: int, seed: int, round_: int):
+    """The CPL code's TrainSampler: consecutive chunks of a permutation of the labelled images, a new
+    permutation when one is used up (the last chunk of a permutation may be short)."""
+    rng = np.random.default_rng([seed, round_, 5])
+    while True:
+        order = rng.permutation(labelled)
+        for start in range(0, len(order), size):
+            yield order[start:start + size]
+
+
+def epoch_plan(n: int, batch_size: int, last_batch: str) -> tuple[int, int, int]:
+    """(batch size, steps per epoch, rows drawn per epoch) for a pool of ``n``: "dropped" (CPL's
+    DataLoader drop_last: ⌊n/B⌋ steps, none under a batch), "kept" (Menghini's: ⌈n/B⌉ steps, the last
+    one short), "at_least_one" (⌊n/B⌋ steps, one batch of all n when n < B)."""
+    if last_batch == "dropped":
+        return batch_size, n // batch_size, (n // batch_size) * batch_size
+    b = max(1, min(batch_size, n))
+    if last_batch == "kept":
+        return b, -(-n // b) if n else 0, n
+    return b, max(1, n // b), max(1, n // b) * b
+
+
+def _menghini_loss(logits: torch.Tensor, labels: torch.Tensor, labelled: torch.Tensor, paradigm: str,
+                   weight: float, seen: list[int]) -> torch.Tensor:
+    """Menghini's per-batch loss (mean cross-entropy per group, an empty group counting 0): SSL
+    ``w·CE(labelled) + CE(pseudolabelled)``, TRZSL ``CE(seen-class rows) + w·CE(unseen-class rows)``."""
+    def ce(mask):
+        return F.cross_entropy(logits[mask], labels[mask]) if bool(mask.any()) else logits.sum() * 0.0
+
+    if paradigm == "ssl":
+        return weight * ce(labelled) + ce(~labelled)
+    is_seen = torch.isin(labels, torch.as_tensor(seen, device=labels.device))
+    return ce(is_seen) + weight * ce(~is_seen)
+
+
+def fit(backbone, source, config: RunConfig, index: np.ndarray, targets: torch.Tensor, round_: int,
+        hold_out: bool = False) -> dict:
+    """Train the prompts on (index, targets): targets are C-wide candidate rows (0/1, soft in CPL's
+    round 1, one-hot for plain labels), so one loop serves FPL, GRIP (single candidate = cross-entropy)
+    and CPL. ``hold_out``: train on ``baseline_train_ratio`` of the pseudolabels only (Menghini's
+    validation split). Labelled images (SSL, TRZSL; always split by that ratio) come as
+    ``baseline_labelled`` says. Returns the mean loss and the budget: gradient steps and images seen."""
+    ratio, seed = config.baseline_train_ratio, config.validation_seed
+    if hold_out:
+        keep = kept_for_training(len(index), ratio, seed)
+        index, targets = np.asarray(index)[keep], targets[torch.as_tensor(keep, dtype=torch.long)]
+    n_pseudo = len(index)
     labelled = np.asarray(source.split.labelled, dtype=np.int64)
-    if len(labelled):
+    labelled = labelled[kept_for_training(len(labelled), ratio, seed)]
+    separate = len(labelled) > 0 and config.baseline_labelled == "separate"
+    if len(labelled) and not separate:
         index = np.concatenate([index, labelled])
-        one_hot = F.one_hot(torch.as_tensor(source.train_labels[labelled]), source.n_classes).float()
-        targets = torch.cat([targets, one_hot])
+        targets = torch.cat([targets, F.one_hot(torch.as_tensor(source.train_labels[labelled]), source.n_classes).float()])
     labels = single_labels(targets)  # FPL, GRIP: one label per image, so the loss is plain cross-entropy
-    b = min(config.baseline_batch_size, len(index))  # a pool smaller than a batch is one batch
-    steps_per_epoch = max(1, len(index) // b)
-    total = config.baseline_epochs * steps_per_epoch
-    optimizer, scheduler = sgd(backbone.prompt_parameters(), config.baseline_lr * backbone.prompt_lr_scale,
-                               config.momentum, config.baseline_weight_decay, total, steps_per_epoch)
-    device = next(iter(backbone.prompt_parameters())).device
+    weighted = config.baseline_labelled == "weighted" and labels is not None and config.paradigm != "ul"
+    # Menghini's group weight: FPL SSL |P|/|L|, GRIP SSL and TRZSL |L|/|P|
+    weight = (n_pseudo / max(1, len(labelled)) if config.paradigm == "ssl" and config.method == "fpl"
+              else len(labelled) / max(1, n_pseudo))
+    is_labelled = torch.arange(len(index)) >= n_pseudo
+    b, steps_per_epoch, rows_per_epoch = epoch_plan(len(index), config.baseline_batch_size, config.baseline_last_batch)
+    per_epoch = config.baseline_schedule == "per_epoch"
+    params = list(backbone.prompt_parameters())
+    optimizer, scheduler = sgd(params, config.baseline_lr * backbone.prompt_lr_scale, config.momentum,
+                               config.baseline_weight_decay,
+                               config.baseline_epochs * (1 if per_epoch else steps_per_epoch),
+                               config.baseline_warmup_epochs * (1 if per_epoch else steps_per_epoch))
+    device = next(iter(params)).device
+    if separate:  # CPL: bs = clamp(B · n_labelled / n_pseudolabelled, 8, 256)
+        size = int(min(max(len(labelled) / max(1, len(index)) * config.baseline_batch_size, 8), 256))
+        labelled_batches = _labelled_batches(labelled, size, config.seed, round_)
     losses, images = [], 0
     for epoch in range(config.baseline_epochs):
-        positions = batch_order(np.arange(len(index)), steps_per_epoch * b, config.seed, round_ * 10_000 + epoch, 3)
-        batches = source.batches(index[positions], b, ("weak",), None)
+        positions = batch_order(np.arange(len(index)), rows_per_epoch, config.seed, round_ * 10_000 + epoch, 3)
         epoch_losses = []
-        for step, batch in enumerate(batches):
+        for step, batch in enumerate(source.batches(index[positions], b, ("weak",), None, drop_last=False)):
             rows = positions[step * b:(step + 1) * b]
             text = backbone.logit_scale * backbone.encode_text()  # the scale applied to C rows, not B × C logits
-            logits = backbone.encode_image(batch["weak"].to(device)) @ text.T
-            loss = (F.cross_entropy(logits.float(), labels[rows].to(device)) if labels is not None
-                    else partial_label_loss(logits, targets[rows].to(device)))
+            inputs = batch["weak"].to(device)
+            if separate:
+                extra = next(labelled_batches)
+                inputs = torch.cat([inputs, next(source.batches(extra, len(extra), ("weak",), None))["weak"].to(device)])
+            logits = backbone.encode_image(inputs) @ text.T
+            n = len(rows)
+            if weighted:
+                loss = _menghini_loss(logits.float(), labels[rows].to(device), is_labelled[rows].to(device),
+                                      config.paradigm, weight, list(source.split.seen))
+            elif labels is not None:
+                loss = F.cross_entropy(logits[:n].float(), labels[rows].to(device))
+            else:
+                loss = partial_label_loss(logits[:n], targets[rows].to(device))
+            if separate:  # CPL: CE on the labelled batch + λ · the pseudolabel loss
+                loss = F.cross_entropy(logits[n:].float(), torch.as_tensor(source.train_labels[extra], device=device)) \
+                    + CPL_LAMBDA * loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if config.baseline_grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, max_norm=config.baseline_grad_clip)
             optimizer.step()
-            scheduler.step()
+            if not per_epoch:
+                scheduler.step()
             epoch_losses.append(loss.detach())
-            images += len(rows)
+            images += n + (len(extra) if separate else 0)
+        if per_epoch:
+            scheduler.step()
         if epoch_losses:
             losses.append(torch.stack(epoch_losses).cpu())
             check_finite_losses(losses[-1], f"{config.method} round {round_}, epoch {epoch}",
@@ -115,17 +196,17 @@ def _restore_round(run_dir: Path | None, backbone) -> dict | None:
 _ROUND_STATE = ("round", "history", "probs", "elapsed")
 
 
-def train_in_rounds(config: RunConfig, source, backbone, n_rounds: int, one_round: Callable[[int, np.ndarray], dict],
+def train_in_rounds(config: RunConfig, source, backbone, n_rounds: int, one_round: Callable[[int, np.ndarray, list], dict],
                     run_dir: Path | None = None, stop_after_round: int | None = None) -> dict:
-    """Rounds 1..``n_rounds``: ``one_round(round_, probs)`` trains the prompts and returns the round's
-    history entry, from ``probs``, the pseudolabel probabilities of the previous round's model
-    (zero-shot before round 1). With ``run_dir``, a checkpoint after every round, from which a
+    """Rounds 1..``n_rounds``: ``one_round(round_, probs, history)`` trains the prompts and returns the
+    round's history entry, from ``probs``, the pseudolabel probabilities of the previous round's model
+    (zero-shot before round 1), and the entries of the rounds before. With ``run_dir``, a checkpoint after every round, from which a
     killed run resumes; ``stop_after_round`` raises RunInterrupted after that round's checkpoint."""
     started = time.perf_counter()
     state = _restore_round(run_dir, backbone) or {"round": 0, "history": [], "elapsed": 0.0,
                                                   "probs": zero_shot_probs(source, config)}
     for round_ in range(state["round"] + 1, n_rounds + 1):
-        state["history"].append(one_round(round_, state["probs"]))
+        state["history"].append(one_round(round_, state["probs"], list(state["history"])))
         state["probs"] = model_probs(backbone, source, config) if round_ < n_rounds else None
         state["round"] = round_
         if run_dir is not None:
@@ -140,56 +221,83 @@ def train_zero_shot(config: RunConfig, source, backbone, run_dir=None, stop_afte
     return _result(config, source, backbone, [], 0.0)
 
 
+def _leaderboard_options(config: RunConfig) -> dict:
+    """Menghini's leaderboards: unsorted appends, lists kept as left (their order decides the hold-out)."""
+    menghini = config.baseline_leaderboard == "menghini"
+    return {"order": "official" if menghini else "sorted", "sort_on_append": not menghini}
+
+
 def train_fpl(config: RunConfig, source, backbone, run_dir=None, stop_after=None) -> dict:
     """FPL: one round on the zero-shot top-16 leaderboards (``stop_after``: stop after that round)."""
     unlabelled = np.asarray(source.split.unlabelled, dtype=np.int64)
 
-    def one_round(round_: int, probs: np.ndarray) -> dict:
-        dpl = zero_shot_leaderboards(probs, unlabelled, source.split.pseudolabel_classes, FPL_PER_CLASS)
+    def one_round(round_: int, probs: np.ndarray, history: list) -> dict:
+        dpl = zero_shot_leaderboards(probs, unlabelled, source.split.pseudolabel_classes, FPL_PER_CLASS,
+                                     **_leaderboard_options(config))
         entry = {"round": round_, "per_class": FPL_PER_CLASS} | dpl_accuracy(dpl, source.train_labels)
-        return entry | fit(backbone, source, config, *_one_hot(dpl, source.n_classes), round_)
+        return entry | fit(backbone, source, config, *_one_hot(dpl, source.n_classes), round_,
+                           hold_out=FPL_PER_CLASS >= HOLD_OUT_FROM)
 
     return train_in_rounds(config, source, backbone, 1, one_round, run_dir, stop_after)
 
 
-def grip_pseudolabels(config: RunConfig, source, probs: np.ndarray, budget: int):
+def grip_pseudolabels(config: RunConfig, source, probs: np.ndarray, budget: int, round_: int = 1,
+                      previous_counts: dict | None = None):
     """GRIP's pseudolabels of one round: the top-``budget`` leaderboards of the unlabelled pool."""
     unlabelled = np.asarray(source.split.unlabelled, dtype=np.int64)
     classes = source.split.pseudolabel_classes
-    dpl = {c: unlabelled[rows].tolist() for c, rows in leaderboard_topk(probs[unlabelled], budget, classes=classes).items()}
+    boards = leaderboard_topk(probs[unlabelled], budget, classes=classes, **_leaderboard_options(config))
+    dpl = {c: unlabelled[rows].tolist() for c, rows in boards.items()}
     index, targets = _one_hot(dpl, source.n_classes)
     return index, targets, dpl_accuracy(dpl, source.train_labels)
 
 
-def cpl_pseudolabels(config: RunConfig, source, probs: np.ndarray, budget: int):
-    """CPL's pseudolabels of one round: candidate sets, class-balanced selection of ``budget`` per class."""
+def cpl_pseudolabels(config: RunConfig, source, probs: np.ndarray, budget: int, round_: int = 1,
+                     previous_counts: dict | None = None):
+    """CPL's pseudolabels of one round: candidate sets, class-balanced selection of ``budget`` per
+    class (``cpl_quota="pools"``: the official capacities grown from ``previous_counts``, the
+    previous round's per-class counts); round-1 targets soft with ``cpl_soft_first_round``."""
     unlabelled = np.asarray(source.split.unlabelled, dtype=np.int64)
     classes = source.split.pseudolabel_classes
     p = probs[unlabelled]
     candidates = np.zeros_like(p, dtype=bool)
     candidates[:, classes] = cpl_candidates(p[:, classes], config.cpl_alpha, cpl_beta(config, len(classes)))
-    pools = balanced_selection(p, candidates, budget, classes=classes)
+    capacity = budget
+    if config.cpl_quota == "pools" and previous_counts:
+        fills = [int(previous_counts.get(c, previous_counts.get(str(c), 0))) for c in classes]
+        capacity = dict(zip(classes, cpl_pool_caps(fills, budget)))
+    pools = balanced_selection(p, candidates, capacity, classes=classes)
     rows = np.asarray(sorted({r for pool in pools.values() for r in pool}), dtype=np.int64)
     index = unlabelled[rows]
     info = dpl_accuracy({c: unlabelled[pool].tolist() for c, pool in pools.items()}, source.train_labels) | {
         "mean_candidates": float(candidates[rows].sum(1).mean()) if len(rows) else 0.0,
         "true_label_in_candidates": float(candidates[rows, source.train_labels[index]].mean() * 100)
         if len(rows) else None}
+    if config.cpl_soft_first_round and round_ == 1:  # official grip_* round 1: candidate-renormalised probabilities
+        soft = np.where(candidates[rows], p[rows], 0.0)
+        return index, torch.as_tensor(soft / soft.sum(1, keepdims=True)).float(), info
     return index, torch.as_tensor(candidates[rows]).float(), info
 
 
 def train_rounds(config: RunConfig, source, backbone, pseudolabels, run_dir: Path | None = None,
                  stop_after_round: int | None = None) -> dict:
     """GRIP's schedule: each round, ``pseudolabels`` picks a growing per-class budget from the
-    previous round's model (zero-shot in round 1), and the prompts are trained from scratch."""
+    previous round's model (zero-shot in round 1); the prompts start the round as
+    ``baseline_reinit`` says (carried over, the initial ones again, or a fresh draw)."""
     n_unlabelled = len(source.split.unlabelled)
     n_classes = len(source.split.pseudolabel_classes)
+    initial = trainable_state(backbone)  # as built, before round 1 (a resumed run builds the same)
 
-    def one_round(round_: int, probs: np.ndarray) -> dict:
-        budget = grip_budget(round_, n_unlabelled, n_classes, config.rounds)
-        index, targets, entry = pseudolabels(config, source, probs, budget)
-        backbone.reset_prompts()
-        return entry | {"round": round_, "per_class": budget} | fit(backbone, source, config, index, targets, round_)
+    def one_round(round_: int, probs: np.ndarray, history: list) -> dict:
+        budget = grip_budget(round_, n_unlabelled, n_classes, config.rounds, rounding=config.budget_rounding)
+        previous = history[-1].get("per_class_count") if history else None
+        index, targets, entry = pseudolabels(config, source, probs, budget, round_=round_, previous_counts=previous)
+        if config.baseline_reinit == "initial":
+            load_trainable_state(backbone, initial)
+        elif config.baseline_reinit == "fresh":
+            backbone.reset_prompts()
+        return entry | {"round": round_, "per_class": budget} | fit(backbone, source, config, index, targets, round_,
+                                                                    hold_out=budget >= HOLD_OUT_FROM)
 
     return train_in_rounds(config, source, backbone, config.rounds, one_round, run_dir, stop_after_round)
 

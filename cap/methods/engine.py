@@ -101,8 +101,8 @@ def batch_order(pool, n: int, seed: int, epoch: int, stream: int) -> np.ndarray:
     a reshuffling loader gives), a function of (seed, epoch, stream) only, so a resumed run draws
     exactly the batches an uninterrupted one would."""
     pool = np.asarray(pool)
-    if len(pool) == 0:
-        return pool
+    if len(pool) == 0 or n <= 0:
+        return pool[:0]
     rng = np.random.default_rng([seed, epoch, stream])
     passes = -(-n // len(pool))
     return np.concatenate([rng.permutation(pool) for _ in range(passes)])[:n]
@@ -159,10 +159,15 @@ def zero_shot_probs(source, config: RunConfig) -> np.ndarray:
     return pseudolabel_probs(source.logit_scale * source.zero_shot_image @ source.zero_shot_text.T, source, config)
 
 
+BASELINES = ("fpl", "grip", "cpl")
+
+
 def pseudolabel_probs(logits: np.ndarray, source, config: RunConfig) -> np.ndarray:
-    """Softmax of ``logits`` over all classes, or (TRZSL, ``trzsl_probs_over="unseen"``) over the
-    unseen classes only, seen columns 0."""
-    if config.paradigm == "trzsl" and config.trzsl_probs_over == "unseen":
+    """Softmax of ``logits`` over all classes, or in TRZSL over the unseen classes only (seen
+    columns 0): for CAP with ``trzsl_probs_over="unseen"``, for the baselines with
+    ``baseline_trzsl_probs_over="unseen"`` (both official baseline codes)."""
+    over = config.baseline_trzsl_probs_over if config.method in BASELINES else config.trzsl_probs_over
+    if config.paradigm == "trzsl" and over == "unseen":
         unseen = source.split.unseen
         probs = np.zeros_like(logits)
         probs[:, unseen] = softmax(logits[:, unseen])
@@ -170,13 +175,15 @@ def pseudolabel_probs(logits: np.ndarray, source, config: RunConfig) -> np.ndarr
     return softmax(logits)
 
 
-def zero_shot_leaderboards(probs: np.ndarray, unlabelled, classes, k: int, order: str = "sorted") -> dict[int, list[int]]:
+def zero_shot_leaderboards(probs: np.ndarray, unlabelled, classes, k: int, order: str = "sorted",
+                           sort_on_append: bool = True) -> dict[int, list[int]]:
     """The initial D_PL of FPL and CAP: top-k leaderboards over the unlabelled pool, as indices into
     the training pool, each list in ``order`` (memoised: every seed and variant of a dataset starts
-    from the same one)."""
+    from the same one); ``sort_on_append=False``: Menghini's boards (:func:`leaderboard_topk`)."""
     unlabelled = np.asarray(unlabelled)
-    ranked = memoised("leaderboard_topk", lambda: leaderboard_topk(probs[unlabelled], k, classes=classes, order=order),
-                     probs, unlabelled, np.asarray(classes), k=k, order=order)
+    ranked = memoised("leaderboard_topk", lambda: leaderboard_topk(probs[unlabelled], k, classes=classes, order=order,
+                                                                   sort_on_append=sort_on_append),
+                      probs, unlabelled, np.asarray(classes), k=k, order=order, sort_on_append=sort_on_append)
     return {c: unlabelled[rows].tolist() for c, rows in ranked.items()}
 
 
