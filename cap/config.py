@@ -159,6 +159,14 @@ def _check_types(config: RunConfig) -> None:
             raise ParameterError(f"config field {f.name!r} must be {f.type}, got {type(value).__name__} {value!r}")
 
 
+def _check_baseline_settings(config: RunConfig) -> None:
+    check_int("baseline_warmup_epochs", config.baseline_warmup_epochs, 0)
+    if config.baseline_grad_clip is not None:
+        check_float("baseline_grad_clip", config.baseline_grad_clip, 0.0)
+    if config.baseline_train_ratio is not None:
+        check_float("baseline_train_ratio", config.baseline_train_ratio, 0.01, 1.0)
+
+
 def resolve(config: RunConfig) -> RunConfig:
     """Validate ``config`` and fill every dataset-dependent default (the official per-dataset overrides)."""
     _check_types(config)
@@ -175,11 +183,7 @@ def resolve(config: RunConfig) -> RunConfig:
                 "n_label", "prompt_depth"):
         check_int(key, getattr(config, key), 1)
     check_int("warmup_epochs", config.warmup_epochs, 0)
-    check_int("baseline_warmup_epochs", config.baseline_warmup_epochs, 0)
-    if config.baseline_grad_clip is not None:
-        check_float("baseline_grad_clip", config.baseline_grad_clip, 0.0)
-    if config.baseline_train_ratio is not None:
-        check_float("baseline_train_ratio", config.baseline_train_ratio, 0.01, 1.0)
+    _check_baseline_settings(config)
     check_float("unlabelled_fraction", config.unlabelled_fraction, 0.01, 1.0)
     check_float("momentum", config.momentum, 0.0, 1.0)
     for key in ("lr", "weight_decay", "baseline_lr", "baseline_weight_decay", "sim_prompt_lr_scale"):
@@ -215,9 +219,7 @@ def resolve(config: RunConfig) -> RunConfig:
         changes["cpl_beta"] = info.cpl.beta
     if changes["cpl_beta"] is not None:
         check_float("cpl_beta", changes["cpl_beta"], 0.0, 1.0)
-    for key, official_value in OFFICIAL_BASELINES.get(config.method, {}).items():
-        if getattr(config, key) is None:
-            changes[key] = official_value
+    changes |= {key: value for key, value in OFFICIAL_BASELINES.get(config.method, {}).items() if getattr(config, key) is None}
     resolved = replace(config, **changes, **scaled_schedule(config))
     for f in fields(RunConfig):  # every float field is finite, those without a range above too
         if "float" in str(f.type) and getattr(resolved, f.name) is not None:

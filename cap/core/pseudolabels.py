@@ -34,9 +34,7 @@ def leaderboard_topk(probs, k: int, exclude: Iterable[int] = (), classes: Iterab
     sorts (confidence, path) tuples in reverse). ``order="sorted"`` returns each list in descending
     confidence; ``"official"`` returns it as the official code leaves it (overflow entries appended
     unsorted), which decides the old entries a later refresh keeps (``refresh_dpl`` keeps a prefix).
-    ``sort_on_append=False`` is the Menghini code (``utils/clip_pseudolabels.py:73-74``, FPL and GRIP): an
-    image joining its predicted class's board while it has room is appended unsorted too (CAP's fork
-    sorts there), so that board's "last entry" is the latest one until it is full and beaten.
+    ``sort_on_append=False`` (Menghini's FPL, GRIP): the predicted class's board appends unsorted too.
     """
     if order not in LEADERBOARD_ORDERS:
         raise UnknownNameError("leaderboard order", order, LEADERBOARD_ORDERS)

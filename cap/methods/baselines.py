@@ -86,13 +86,10 @@ def _menghini_loss(logits: torch.Tensor, labels: torch.Tensor, labelled: torch.T
     return ce(is_seen) + weight * ce(~is_seen)
 
 
-def fit(backbone, source, config: RunConfig, index: np.ndarray, targets: torch.Tensor, round_: int,
-        hold_out: bool = False) -> dict:
-    """Train the prompts on (index, targets): targets are C-wide candidate rows (0/1, soft in CPL's
-    round 1, one-hot for plain labels), so one loop serves FPL, GRIP (single candidate = cross-entropy)
-    and CPL. ``hold_out``: train on ``baseline_train_ratio`` of the pseudolabels only (Menghini's
-    validation split). Labelled images (SSL, TRZSL; always split by that ratio) come as
-    ``baseline_labelled`` says. Returns the mean loss and the budget: gradient steps and images seen."""
+def _training_pool(source, config: RunConfig, index: np.ndarray, targets: torch.Tensor, hold_out: bool):
+    """(index, targets, the labelled images trained on, the number of pseudolabelled rows): the
+    pseudolabels (``hold_out``: only ``baseline_train_ratio`` of them, Menghini's validation split),
+    then the labelled images (always split by that ratio), joined unless they come separately."""
     ratio, seed = config.baseline_train_ratio, config.validation_seed
     if hold_out:
         keep = kept_for_training(len(index), ratio, seed)
@@ -100,23 +97,39 @@ def fit(backbone, source, config: RunConfig, index: np.ndarray, targets: torch.T
     n_pseudo = len(index)
     labelled = np.asarray(source.split.labelled, dtype=np.int64)
     labelled = labelled[kept_for_training(len(labelled), ratio, seed)]
-    separate = len(labelled) > 0 and config.baseline_labelled == "separate"
-    if len(labelled) and not separate:
+    if len(labelled) and config.baseline_labelled != "separate":
         index = np.concatenate([index, labelled])
         targets = torch.cat([targets, F.one_hot(torch.as_tensor(source.train_labels[labelled]), source.n_classes).float()])
+    return index, targets, labelled, n_pseudo
+
+
+def _optimiser(params: list, config: RunConfig, lr_scale: float, steps_per_epoch: int):
+    """SGD under the warm-up + cosine schedule, counted in epochs (``baseline_schedule="per_epoch"``,
+    the official codes) or in steps."""
+    unit = 1 if config.baseline_schedule == "per_epoch" else steps_per_epoch
+    return sgd(params, config.baseline_lr * lr_scale, config.momentum, config.baseline_weight_decay,
+               config.baseline_epochs * unit, config.baseline_warmup_epochs * unit)
+
+
+def fit(backbone, source, config: RunConfig, index: np.ndarray, targets: torch.Tensor, round_: int,
+        hold_out: bool = False) -> dict:
+    """Train the prompts on (index, targets): targets are C-wide candidate rows (0/1, soft in CPL's
+    round 1, one-hot for plain labels), so one loop serves FPL, GRIP (single candidate = cross-entropy)
+    and CPL; labelled images (SSL, TRZSL) come as ``baseline_labelled`` says (:func:`_training_pool`).
+    Returns the mean loss and the budget: gradient steps and images seen."""
+    index, targets, labelled, n_pseudo = _training_pool(source, config, index, targets, hold_out)
+    separate = len(labelled) > 0 and config.baseline_labelled == "separate"
     labels = single_labels(targets)  # FPL, GRIP: one label per image, so the loss is plain cross-entropy
-    weighted = config.baseline_labelled == "weighted" and labels is not None and config.paradigm != "ul"
-    # Menghini's group weight: FPL SSL |P|/|L|, GRIP SSL and TRZSL |L|/|P|
-    weight = (n_pseudo / max(1, len(labelled)) if config.paradigm == "ssl" and config.method == "fpl"
-              else len(labelled) / max(1, n_pseudo))
-    is_labelled = torch.arange(len(index)) >= n_pseudo
+    menghini = None
+    if config.baseline_labelled == "weighted" and labels is not None and config.paradigm != "ul":
+        # Menghini's group weight: FPL SSL |P|/|L|, GRIP SSL and TRZSL |L|/|P|
+        weight = (n_pseudo / max(1, len(labelled)) if config.paradigm == "ssl" and config.method == "fpl"
+                  else len(labelled) / max(1, n_pseudo))
+        menghini = (torch.arange(len(index)) >= n_pseudo, weight, list(source.split.seen))
     b, steps_per_epoch, rows_per_epoch = epoch_plan(len(index), config.baseline_batch_size, config.baseline_last_batch)
-    per_epoch = config.baseline_schedule == "per_epoch"
     params = list(backbone.prompt_parameters())
-    optimizer, scheduler = sgd(params, config.baseline_lr * backbone.prompt_lr_scale, config.momentum,
-                               config.baseline_weight_decay,
-                               config.baseline_epochs * (1 if per_epoch else steps_per_epoch),
-                               config.baseline_warmup_epochs * (1 if per_epoch else steps_per_epoch))
+    optimizer, scheduler = _optimiser(params, config, backbone.prompt_lr_scale, steps_per_epoch)
+    per_epoch = config.baseline_schedule == "per_epoch"
     device = next(iter(params)).device
     if separate:  # CPL: bs = clamp(B · n_labelled / n_pseudolabelled, 8, 256)
         size = int(min(max(len(labelled) / max(1, len(index)) * config.baseline_batch_size, 8), 256))
@@ -133,17 +146,10 @@ def fit(backbone, source, config: RunConfig, index: np.ndarray, targets: torch.T
                 extra = next(labelled_batches)
                 inputs = torch.cat([inputs, next(source.batches(extra, len(extra), ("weak",), None))["weak"].to(device)])
             logits = backbone.encode_image(inputs) @ text.T
-            n = len(rows)
-            if weighted:
-                loss = _menghini_loss(logits.float(), labels[rows].to(device), is_labelled[rows].to(device),
-                                      config.paradigm, weight, list(source.split.seen))
-            elif labels is not None:
-                loss = F.cross_entropy(logits[:n].float(), labels[rows].to(device))
-            else:
-                loss = partial_label_loss(logits[:n], targets[rows].to(device))
+            loss = _pool_loss(logits[:len(rows)], rows, labels, targets, menghini, config.paradigm)
             if separate:  # CPL: CE on the labelled batch + λ · the pseudolabel loss
-                loss = F.cross_entropy(logits[n:].float(), torch.as_tensor(source.train_labels[extra], device=device)) \
-                    + CPL_LAMBDA * loss
+                loss = F.cross_entropy(logits[len(rows):].float(), torch.as_tensor(source.train_labels[extra],
+                                                                                  device=device)) + CPL_LAMBDA * loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.baseline_grad_clip:
@@ -152,7 +158,7 @@ def fit(backbone, source, config: RunConfig, index: np.ndarray, targets: torch.T
             if not per_epoch:
                 scheduler.step()
             epoch_losses.append(loss.detach())
-            images += n + (len(extra) if separate else 0)
+            images += len(rows) + (len(extra) if separate else 0)
         if per_epoch:
             scheduler.step()
         if epoch_losses:
@@ -162,6 +168,19 @@ def fit(backbone, source, config: RunConfig, index: np.ndarray, targets: torch.T
     steps = sum(len(epoch_losses) for epoch_losses in losses)
     return {"loss": float(np.mean(torch.cat(losses).numpy().astype(np.float64))) if losses else 0.0,
             "gradient_steps": steps, "images_seen": images}
+
+
+def _pool_loss(logits: torch.Tensor, rows: np.ndarray, labels, targets: torch.Tensor, menghini, paradigm: str):
+    """The loss on a batch of the pool's ``rows``: Menghini's weighted groups (``menghini`` = (is
+    labelled, weight, seen classes)), cross-entropy of single labels, or CPL's partial-label loss."""
+    device = logits.device
+    if menghini is not None:
+        is_labelled, weight, seen = menghini
+        return _menghini_loss(logits.float(), labels[rows].to(device), is_labelled[rows].to(device), paradigm,
+                              weight, seen)
+    if labels is not None:
+        return F.cross_entropy(logits.float(), labels[rows].to(device))
+    return partial_label_loss(logits, targets[rows].to(device))
 
 
 def _one_hot(dpl: dict, n_classes: int) -> tuple[np.ndarray, torch.Tensor]:
