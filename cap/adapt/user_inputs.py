@@ -26,6 +26,7 @@ import numpy as np
 import yaml
 from torch.utils.data import DataLoader, Dataset
 
+from cap.data.description_texts import DuplicateKeyError, load_unique_keys
 from cap.data.images import ImageReadError, load_rgb
 from cap.data.readers import IMAGE_SUFFIXES
 from cap.errors import CapError
@@ -158,31 +159,16 @@ def read_labelled(folder: str | Path, classnames: list[str], workers: int = 0):
     return paths, labels, skipped
 
 
-class _UniqueKeys(yaml.SafeLoader):
-    """Refuses a key given twice (plain YAML keeps the last one silently)."""
-
-
-def _mapping(loader: _UniqueKeys, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise InputError(f"class {key!r} is given twice (the second time on line {key_node.start_mark.line + 1}); "
-                             "give each class once, with all its descriptions in one list")
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 _FORMAT = 'a mapping class name -> list of descriptions, e.g. {"crane": ["a tall grey wading bird", "..."]}'
 
 
 def _parse_descriptions(path: Path):
     text = _decode_utf8(path, "descriptions file", f"save it as UTF-8 YAML or JSON: {_FORMAT}")
     try:
-        return yaml.load(text, Loader=_UniqueKeys)  # noqa: S506 (a SafeLoader subclass)
-    except InputError as err:
-        raise InputError(f"descriptions file {path}: {err}") from None
+        return load_unique_keys(text)
+    except DuplicateKeyError as err:
+        raise InputError(f"descriptions file {path}: class {err.key!r} is given twice (the second time on line "
+                         f"{err.mark.line + 1}); give each class once, with all its descriptions in one list") from None
     except yaml.YAMLError as err:
         raise InputError(f"descriptions file {path} is not valid YAML or JSON ({str(err).splitlines()[0]}): "
                          f"it must be {_FORMAT}") from None

@@ -48,6 +48,14 @@ class DescriptionsFile:
     classes: dict[str, list[str]]
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A key given twice in one YAML mapping (``key``; ``mark``: where the second one is)."""
+
+    def __init__(self, key, mark):
+        super().__init__(f"key {key!r} appears twice ({mark})")
+        self.key, self.mark = key, mark
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that rejects a key repeated in one mapping (plain YAML keeps the last silently)."""
 
@@ -57,9 +65,14 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
-            raise DescriptionsError(f"key {key!r} appears twice ({key_node.start_mark})")
+            raise DuplicateKeyError(key, key_node.start_mark)
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
+
+
+def load_unique_keys(text: str):
+    """``yaml.safe_load`` that refuses a key repeated in one mapping (:class:`DuplicateKeyError`)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
@@ -94,8 +107,8 @@ def load_descriptions_file(dataset: str, path: str | os.PathLike | None = None) 
     info = get_dataset(dataset)
     text, source = _read_text(info.name, path)
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
-    except DescriptionsError as err:
+        data = load_unique_keys(text)
+    except DuplicateKeyError as err:
         raise DescriptionsError(f"descriptions file {source}: {err}") from None
     except yaml.YAMLError as err:
         raise DescriptionsError(f"descriptions file {source} is not valid YAML: {err}") from None
