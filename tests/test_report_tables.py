@@ -75,3 +75,12 @@ def test_rows_can_carry_anchors():
 def test_long_text_in_a_cell_may_wrap():
     assert report.breakable("records_root=book/_generated") == "records_<wbr>root=<wbr>book/<wbr>_<wbr>generated"
     assert report.breakable("a_b") == "a_b", "short text is left alone"
+
+
+def test_a_value_that_rounds_to_zero_keeps_its_sign_only_with_a_digit_to_show_it():
+    from cap.experiments.report import MINUS, number
+
+    assert number(-0.03) == f"{MINUS}0.03" and number(0.04, signed=True) == "+0.04"
+    assert number(-0.004) == "0.0" and number(-0.004, signed=True) == "0.0"
+    assert number(-0.05) == f"{MINUS}0.1" and number(0.0, signed=True) == "+0.0"  # rounds away from zero: unchanged
+    assert number(-0.4, decimals=0) == "0"

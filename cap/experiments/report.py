@@ -47,9 +47,16 @@ def is_missing(value) -> bool:
 
 
 def number(value, decimals: int = DECIMALS, signed: bool = False, missing: str = NO_VALUE) -> str:
-    """``value`` with ``decimals`` decimals (a typographic minus; ``+`` when ``signed``), or ``missing``."""
+    """``value`` with ``decimals`` decimals (a typographic minus; ``+`` when ``signed``), or ``missing``.
+    A non-zero value that rounds to zero gets one decimal more (−0.03, not −0.0, whose sign would
+    say more than its digits); below that it is 0."""
     if is_missing(value):
         return missing
+    if decimals > 0 and float(value) != 0 and round(float(value), decimals) == 0:
+        if round(float(value), decimals + 1) != 0:
+            decimals += 1
+        else:
+            return f"{0:.{decimals}f}"
     if decimals == 0:
         text = f"{round(float(value)):+d}" if signed else f"{round(float(value)):d}"
     else:
