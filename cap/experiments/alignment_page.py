@@ -14,7 +14,7 @@ DESCRIPTION_KINDS_SHOWN = ("informative", "vague", "sibling")
 
 
 def per_class(classes: pd.DataFrame) -> pd.DataFrame:
-    """Mean over seeds per flagged class: without, with (``with_``), gain, and the description kind
+    """Mean over replicates per flagged class: without, with (``with_``), gain, and the description kind
     chosen most often; planted classes first, each group from the smallest gain up."""
     if not len(classes):
         return classes

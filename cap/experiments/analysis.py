@@ -1,7 +1,7 @@
 """What the book's pages compute from records beyond mean ± std, one small function each.
 
 Pages only read records; the numbers they derive (a sweep's spread, what removing a part costs,
-paired differences over seeds, training-time ratios, detected classes, the per-run curves of a
+paired differences over replicates, training-time ratios, detected classes, the per-run curves of a
 run page) are computed here, so each has a test with a hand-computed value.
 """
 
@@ -68,7 +68,7 @@ def paired_differences(runs: pd.DataFrame, reference: str = "official") -> pd.Da
 
 # -- appendix ----------------------------------------------------------------------------------
 def training_times(records: list[tuple[dict, dict]], minutes: dict) -> pd.DataFrame:
-    """Mean training and whole-run seconds per (dataset, method) over seeds, each relative to CAP's
+    """Mean training and whole-run seconds per (dataset, method) over replicates, each relative to CAP's
     on the same dataset, beside the paper's minutes and ratio (``minutes``: dataset -> method -> min)."""
     rows = [{"dataset": labels["dataset"], "method": labels["method"], "seed": labels["seed"],
              "train": record["results"]["train_seconds"], "wall": record["results"]["wall_seconds"],

@@ -58,7 +58,7 @@ def calibration_scores(runs: pd.DataFrame, groups: dict[str, list]) -> pd.DataFr
 
 def margin_summary(scores: pd.DataFrame, view: str, titles=None) -> pd.DataFrame:
     """Per dataset: one view's local accuracy and local ECE with the margin (variant ``margin``),
-    without it (``no_margin``), mean over seeds, and the change (with − without). ``titles`` maps
+    without it (``no_margin``), mean over replicates, and the change (with − without). ``titles`` maps
     a dataset name to the title shown (default the name)."""
     part = scores[scores["view"] == view]
     if not len(part):
@@ -75,7 +75,7 @@ def margin_summary(scores: pd.DataFrame, view: str, titles=None) -> pd.DataFrame
 
 def paired_change(frame: pd.DataFrame, column: str, with_: str, without: str, dataset: str,
                   view: str | None = None) -> float:
-    """Mean over seeds of ``column`` in variant ``with_`` minus variant ``without``, on one dataset
+    """Mean over replicates of ``column`` in variant ``with_`` minus variant ``without``, on one dataset
     (and one view of :func:`calibration_scores`), seeds paired; NaN without a pair."""
     part = frame[(frame["dataset"] == dataset) & ((frame["view"] == view) if view else True)]
     a = part[part["variant"] == with_].set_index("seed")[column]
@@ -84,7 +84,7 @@ def paired_change(frame: pd.DataFrame, column: str, with_: str, without: str, da
 
 
 def margin_effects(scores: pd.DataFrame, whole: pd.DataFrame, settings, titles=None) -> pd.DataFrame:
-    """Per (setting, dataset): the margin's effect (with − without, mean over seeds) on the planted
+    """Per (setting, dataset): the margin's effect (with − without, mean over replicates) on the planted
     pairs' victim accuracy, their errors toward the attractor, their local ECE, and the whole test
     set's ECE (``whole``: :func:`analysis.confidence_and_accuracy`). ``settings``: (label, variant
     with the margin, variant without it)."""

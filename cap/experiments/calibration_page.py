@@ -69,7 +69,7 @@ def knob_effects_shown(effects: pd.DataFrame) -> pd.DataFrame:
 
 
 def margin_scale_means(whole: pd.DataFrame) -> pd.DataFrame:
-    """Per margin scale m and dataset, the mean over seeds of the whole test set's confidence,
+    """Per margin scale m and dataset, the mean over replicates of the whole test set's confidence,
     accuracy and ECE (``whole``: ``analysis.confidence_and_accuracy`` of Figure 10's runs, m in its
     ``sweep`` column), ordered by dataset, then m."""
     if not len(whole):

@@ -35,8 +35,8 @@ def _compact_cell(row: dict, runs: pd.DataFrame, largest: float, links) -> str:
 
 
 def compact_html(runs: pd.DataFrame, labels: dict, links=None) -> str:
-    """Options × datasets: the mean paired difference (switched − official) over seeds, both means
-    below it, each seed linking to its run; the largest change of each dataset in bold."""
+    """Options × datasets: the mean paired difference (switched − official) over replicates, both means
+    below it, each replicate linking to its run; the largest change of each dataset in bold."""
     pairs = analysis.paired_differences(runs)
     if not len(pairs):
         return "<p>No runs planned.</p>"
@@ -50,7 +50,7 @@ def compact_html(runs: pd.DataFrame, labels: dict, links=None) -> str:
     frame.columns.name = "switched − official (points)"
     return report.wrap_table(frame.to_html(escape=False, border=0, classes="table"),
                              "Bold: the largest change on each dataset. Below it: switched vs official, "
-                             "mean ± std over seeds.")
+                             "mean ± std over replicates.")
 
 
 def per_seed_frame(runs: pd.DataFrame, labels: dict) -> pd.DataFrame:

@@ -68,7 +68,7 @@ def ranked_classes_figure(data: dict[str, tuple], which: str, titles):
 # -- sweeps (Figures 6, 7, 10, 11) ----------------------------------------------------------------
 def sweep_lines(cells: pd.DataFrame, scale: float = 1) -> list[dict]:
     """Per dataset with results (cells from ``report.summarise`` by dataset, paradigm, sweep): the
-    line's x (swept value × ``scale``), mean and std over seeds (a single seed: 0), in swept order."""
+    line's x (swept value × ``scale``), mean and std over replicates (a single seed: 0), in swept order."""
     lines = []
     for dataset, group in cells.dropna(subset=["mean"]).groupby("dataset", sort=False):
         group = group.sort_values("sweep")
@@ -105,7 +105,7 @@ def sweep_figure(cells: pd.DataFrame, matrix: str, profile: str, axis: str, scal
     handles, labels = ax.get_legend_handles_labels()
     handles += [Patch(color="grey", alpha=0.3), Line2D([], [], marker="*", ms=12, color="grey", markeredgecolor="black",
                                                        ls="none")]
-    labels += ["± 1 std over seeds", "official setting"]
+    labels += ["± 1 std over replicates", "official setting"]
     ax.legend(handles, labels, frameon=False, fontsize=9, loc="best")
     ax.set(xlabel=axis, ylabel="top-1 accuracy (%)")
     ax.set_xticks(sorted({float(v) * scale for v in swept}))
@@ -155,7 +155,7 @@ def calibration_figure(scores: pd.DataFrame, view: str, title: str, labels: dict
 
 def sigma_zero_figure(curves: pd.DataFrame, labels: dict):
     """The share of classes with σ = 0 per epoch (``analysis.sigma_zero_curves``), one colour per
-    dataset and one line style per variant, mean over seeds."""
+    dataset and one line style per variant, mean over replicates."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 

@@ -2,7 +2,7 @@
 
 :func:`collect` lists every planned run of a matrix under a profile with what its record holds
 (or why there is none: missing, failed, stale); :func:`summarise` turns runs into cells with
-mean ± std over seeds, every seed's value, the paper's number, its provenance and the difference.
+mean ± std over replicates, every seed's value, the paper's number, its provenance and the difference.
 The rest formats them the way every page shows numbers: accuracies with one decimal, counts as
 integers, the best value of a column in bold, a missing value saying why (never ``nan``), and each
 cell linking to the runs behind it (:class:`SiteLinks`).
@@ -82,7 +82,7 @@ def glue_texts(texts: dict[str, str]) -> None:
 
 
 def mean_std(values, decimals: int = DECIMALS) -> str:
-    """``mean ± std`` (sample std over seeds) of the finite values, the single value, or "not run yet"."""
+    """``mean ± std`` (sample std over replicates) of the finite values, the single value, or "not run yet"."""
     values = [float(v) for v in values if not is_missing(v)]
     if not values:
         return NOT_RUN

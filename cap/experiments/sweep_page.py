@@ -25,7 +25,7 @@ def axis(field: str) -> tuple[str, float]:
 
 
 def sweep_cells(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std over seeds per dataset, paradigm and swept value (no published numbers: the
+    """Mean ± std over replicates per dataset, paradigm and swept value (no published numbers: the
     paper's sweeps are figures whose values are not transcribed)."""
     return report.summarise(runs, ["dataset", "paradigm", "sweep"], paper=False)
 
