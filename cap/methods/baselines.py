@@ -1,9 +1,11 @@
 """Baselines on the same engine: zero-shot CLIP, FPL, GRIP and CPL (the method page's baselines).
 
 FPL trains the prompts once on the zero-shot top-16 leaderboards. GRIP grows the per-class
-budget over rounds, re-labels with the previous round's model and re-initialises the prompts
-each round. CPL follows GRIP's schedule with candidate label sets, class-balanced selection and
-the partial-label loss. No adapters, no margin; the prompts are the backbone's (CoOp on open_clip).
+budget over rounds and re-labels with the previous round's model. CPL follows GRIP's schedule with
+candidate label sets, class-balanced selection and the partial-label loss. No adapters, no margin;
+the prompts are the backbone's (CoOp on open_clip). How each one trains (schedule, batches,
+held-out pseudolabels, labelled images, prompts between rounds) is its official code's by default:
+Menghini et al.'s for FPL and GRIP, CPL's for CPL (``cap.config.OFFICIAL_BASELINES``).
 
 Every trained baseline checkpoints at the end of each round (its prompts, the pseudolabel
 probabilities of the next round, its history and the RNG state), so a killed run resumes after its
