@@ -16,7 +16,7 @@ def test_every_matrix_file_loads_and_plans():
     assert {"table1", "table2", "table3", "table4", "figure1_2", "figure6_k", "figure7_tau", "figure8_alignment",
             "figure9_calibration", "figure10_margin_scale", "figure11_unlabelled_fraction", "appendix",
             "divergences", "diagnostics_cap", "diagnostics_ambiguity", "diagnostics_zero_shot",
-            "diagnostics_eurosat_pool"} == set(matrix_names())
+            "diagnostics_eurosat_pool", "diagnostics_baselines"} == set(matrix_names())
     for name in matrix_names():
         for profile in ("sim", "paper"):
             runs = plan(name, profile)

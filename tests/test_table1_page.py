@@ -197,3 +197,18 @@ def test_every_baseline_difference_names_real_options_with_official_defaults():
     assert (grip.baseline_last_batch, cpl.baseline_last_batch) == ("kept", "dropped")
     assert (grip.baseline_grad_clip, cpl.baseline_grad_clip) == (0.0, 0.8)
     assert (grip.baseline_train_ratio, cpl.baseline_train_ratio) == (0.8, 1.0)
+
+
+def test_ranking_by_variant_pairs_cpl_with_grip_within_each_variant():
+    rows = []
+    for variant, cpl_offset in (("official", -2.0), ("confusion_0", 3.0)):
+        for dataset in ("dtd", "resisc45"):
+            for seed in (1, 2, 3):
+                rows.append(dict(dataset=dataset, paradigm="ul", method="grip", variant=variant, seed=seed,
+                                 state="done", value=60.0 + seed))
+                rows.append(dict(dataset=dataset, paradigm="ul", method="cpl", variant=variant, seed=seed,
+                                 state="done", value=60.0 + seed + cpl_offset))
+    table = table1.ranking_by_variant(pd.DataFrame(rows), {"official": "the preset"})
+    assert table["setting"].tolist() == ["the preset", "confusion_0"]
+    assert table["CPL − GRIP (points)"].str.split(" ").str[0].tolist() == ["\u22122.0", "+3.0"]  # every pair differs by it
+    assert table["verdict"].tolist() == ["contradicted", "supported"]
