@@ -176,8 +176,8 @@ def test_one_class_phase_reads_each_finished_cap_run():
                                          "confident draws, epoch 0 (%)": "20.0", "one-class epochs": "2 (0–1)",
                                          "their pseudolabels correct (%)": "51.0",  # (100 + 2) / 2
                                          "largest margin (logits)": "11.5", "result": "7.8"}]
-    assert table1.one_class_text(table) == ("1 of these 1 runs have one-class epochs; the longest phase, 2 epochs "
-                                            "(UL, 30 % ambiguous, replicate 2), ends in a result of 7.8.")
+    assert table1.one_class_text(table) == ("1 of these 1 runs have one-class epochs; the longest phase lasts 2 "
+                                            "epochs (result of UL, 30 % ambiguous, replicate 2: 7.8).")
     assert table1.one_class_text(table.iloc[:0]) == "No CAP run on FGVC-Aircraft has finished yet."
 
 
