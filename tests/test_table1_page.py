@@ -93,6 +93,7 @@ def test_summary_texts_by_hand():
     texts = table1.summary_texts(runs.assign(key=[f"k{i}" for i in range(len(runs))]))
     assert texts["t1_sim_runs"] == "12 done"
     assert (texts["t1_avg_cap"], texts["t1_avg_cpl"], texts["t1_cap_minus_cpl"]) == ("65.0", "64.0", "+1.0")
+    assert texts["t1_cap_minus_best"] == "+1.0 points from CPL's (the best baseline on average)"
     assert (texts["t1_wins_cap"], texts["t1_wins_cpl"], texts["t1_cells"]) == ("1", "1", "2")
     assert texts["t1_avg_grip"] == "—" and texts["t1_ranking"] == "CPL against GRIP: no paired runs yet."
 

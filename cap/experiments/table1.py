@@ -188,8 +188,8 @@ def paradigm_tables(runs: pd.DataFrame, paradigm: str, title: str, links=None) -
 
 def summary_texts(runs: pd.DataFrame) -> dict[str, str]:
     """The averages-and-wins paragraph's numbers: the runs' states, each method's mean over the
-    cells every method has and its wins (:func:`analysis.method_summary`), the cells, CAP minus CPL,
-    and the CPL-against-GRIP sentence."""
+    cells every method has and its wins (:func:`analysis.method_summary`), the cells, CAP minus CPL
+    and minus the best baseline on average, and the CPL-against-GRIP sentence."""
     summary = method_summary(summarise(runs, ["dataset", "paradigm", "method"], paper=False)).set_index("method")
     texts = {"t1_sim_runs": state_counts(runs)}
     for method in METHOD_TITLES:
@@ -198,6 +198,10 @@ def summary_texts(runs: pd.DataFrame) -> dict[str, str]:
     texts["t1_cells"] = number(summary["cells"].max() if len(summary) else np.nan, decimals=0)
     texts["t1_cap_minus_cpl"] = number(summary["average"].get("cap", np.nan) - summary["average"].get("cpl", np.nan),
                                        signed=True)
+    baselines = summary["average"].drop(["cap", "zero_shot"], errors="ignore").dropna()
+    best = baselines.idxmax() if len(baselines) else None
+    texts["t1_cap_minus_best"] = (f"{number(summary['average'].get('cap', np.nan) - baselines[best], signed=True)} points "
+                                  f"from {METHOD_TITLES[best]}'s (the best baseline on average)" if best else "—")
     return texts | {"t1_ranking": baseline_ranking(runs)}
 
 
