@@ -64,23 +64,6 @@ def number(value, decimals: int = DECIMALS, signed: bool = False, missing: str =
     return text.replace("-", MINUS)
 
 
-def put(key: str, value, decimals: int = DECIMALS, signed: bool = False, missing: str = NO_VALUE) -> None:
-    """Glue ``value`` as a formatted number under ``key`` for the page's text ({glue:md}`key`)."""
-    from IPython.display import Markdown
-    from myst_nb import glue
-
-    glue(key, Markdown(number(value, decimals, signed, missing)), display=False)
-
-
-def glue_texts(texts: dict[str, str]) -> None:
-    """Glue each Markdown text of ``texts`` under its key for the page's text ({glue:md}`key`)."""
-    from IPython.display import Markdown
-    from myst_nb import glue
-
-    for key, text in texts.items():
-        glue(key, Markdown(text), display=False)
-
-
 def mean_std(values, decimals: int = DECIMALS) -> str:
     """``mean ± std`` (sample std over replicates) of the finite values, the single value, or "not run yet"."""
     values = [float(v) for v in values if not is_missing(v)]
